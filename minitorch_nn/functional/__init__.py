@@ -1,0 +1,14 @@
+"""Reference ops: readable autograd.Functions with hand-written backward passes.
+
+Signatures mirror ``torch.nn.functional``. Each op family lives in one file whose docstring
+carries the math of the forward and backward pass; the same file name appears in
+``minitorch_nn/nn``, ``tests`` and ``benchmarks``.
+
+None of these call the torch op they reimplement; ``tests/test_reference_purity.py`` checks.
+"""
+
+from .activation import gelu, leaky_relu, mish, relu, sigmoid, silu, softplus, tanh
+from .dropout import dropout
+from .linear import linear
+
+__all__ = ["dropout", "gelu", "leaky_relu", "linear", "mish", "relu", "sigmoid", "silu", "softplus", "tanh"]

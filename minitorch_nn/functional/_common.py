@@ -1,0 +1,40 @@
+"""Plumbing shared by the reference ops: precision, argument checks, in-place writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def opmath(t: Tensor) -> Tensor:
+    """Return ``t`` in the type its math is done in: float32 for float16/bfloat16, else ``t``.
+
+    torch's kernels load half-precision values, compute in float32 and round once on store.
+    Doing the same keeps a reduced-precision reference within one rounding of torch instead
+    of accumulating a rounding per intermediate.
+    """
+    return t.float() if t.dtype in _HALF_TYPES else t
+
+
+def check_floating(input: Tensor, op: str) -> None:
+    """Reject integer, bool and complex inputs with the exception type torch raises for them."""
+    if not input.is_floating_point():
+        raise NotImplementedError(f'"{op}" not implemented for {input.dtype}: expected a floating-point tensor')
+
+
+def maybe_inplace(op: Callable[..., Tensor], input: Tensor, inplace: bool, *args: object) -> Tensor:
+    """``op(input, *args)``, or with ``inplace=True`` the same result written into ``input``.
+
+    The reference computes out of place and copies back: the op saves its own (cloned) input
+    for the backward pass, so the overwrite cannot corrupt it, and ``copy_`` records the write
+    for autograd exactly as a fused in-place kernel would. Semantics match torch (the result
+    lives in ``input``, a leaf that requires grad is refused, views update their base); the
+    memory saving of a true in-place kernel is not the point of a reference.
+    """
+    if not inplace:
+        return op(input, *args)
+    return input.copy_(op(input.clone(), *args))

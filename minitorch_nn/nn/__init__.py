@@ -1,0 +1,38 @@
+"""Modules with torch.nn's names, constructor arguments, parameters and ``state_dict`` keys.
+
+Each module is a ``torch.nn.Module`` whose ``forward`` calls the reference op in
+:mod:`minitorch_nn.functional`, so it mixes freely with torch.nn layers, containers and
+optimizers. torch's containers and base classes are re-exported, so a whole model can be
+written against this namespace.
+
+A container must be a registered ``Module`` (``ModuleList``, not a Python ``list``):
+assigning a Module as an attribute registers its parameters, a list hides them from
+``parameters()``, ``state_dict()``, ``.to()`` and the optimizer.
+"""
+
+from torch.nn import Module, ModuleDict, ModuleList, Parameter, Sequential
+
+from .activation import GELU, LeakyReLU, Mish, ReLU, Sigmoid, SiLU, Softplus, Tanh
+from .dropout import Dropout
+from .flatten import Flatten
+from .linear import Identity, Linear
+
+__all__ = [
+    "GELU",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "Mish",
+    "Module",
+    "ModuleDict",
+    "ModuleList",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+]
