@@ -1,0 +1,220 @@
+"""Benchmark machinery: cases, validation, timing, and the measured machine limits.
+
+A :class:`Case` is one op at one shape, dtype and mode ("fwd" or "fwd+bwd") with several
+implementations ("torch", "reference", later "kernel", "torch.compile"). Each implementation
+is a *setup* function that allocates its inputs and returns the closure to time, so inputs
+are built once and never timed. The harness
+
+1. runs every implementation once and checks its result against the baseline's (a fast
+   wrong answer must never post a time),
+2. times it: ``torch.utils.benchmark`` on the CPU (threads = the machine's cores), CUDA
+   events on a GPU with warm-up and an L2 flush before every repetition,
+3. turns the median time into GB/s (from the case's minimum bytes moved) and/or GFLOP/s, the
+   fraction of the copy bandwidth measured in the same run, and the speed relative to the
+   baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils.benchmark as tbench
+
+Closure = Callable[[], Any]
+
+
+@dataclass
+class Case:
+    family: str  # op family, as the file names: "activation", "linear", "dropout"
+    op: str  # "gelu(tanh)"
+    shape: str  # "8192x1024"
+    dtype: torch.dtype
+    mode: str  # "fwd" or "fwd+bwd"
+    impls: dict[str, Callable[[], Closure]]  # implementation name -> setup returning the timed closure
+    baseline: str = "torch"
+    bytes_moved: int | None = None  # minimum memory traffic of one call, for GB/s
+    flops: int | None = None  # floating-point operations of one call, for GFLOP/s
+    copy_elements: int | None = None  # compare GB/s with a copy of this many elements
+    validate: bool = True  # check each implementation's result against the baseline's
+    note: str = ""
+
+
+@dataclass
+class Result:
+    family: str
+    op: str
+    shape: str
+    dtype: str
+    mode: str
+    impl: str
+    median_us: float | None
+    iqr_us: float | None
+    gbps: float | None = None
+    pct_copy_bw: float | None = None
+    gflops: float | None = None
+    speedup_vs_baseline: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (what torch should use for a fair CPU timing)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Timer:
+    """Median time of a closure on one device, in microseconds."""
+
+    def __init__(self, device: torch.device, min_run_time: float):
+        self.device = device
+        self.min_run_time = min_run_time
+        self.threads = cpu_threads()
+        self._flush_buffer = None
+        if device.type == "cuda":
+            l2 = torch.cuda.get_device_properties(device).L2_cache_size
+            self._flush_buffer = torch.empty(2 * l2 // 4 + 1, dtype=torch.float32, device=device)
+
+    def __call__(self, fn: Closure) -> tuple[float, float | None]:
+        """(median, interquartile range) in microseconds; no IQR from fewer than 4 samples."""
+        if self.device.type == "cuda":
+            return self._time_cuda(fn)
+        timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=self.threads)
+        m = timer.blocked_autorange(min_run_time=self.min_run_time)
+        return m.median * 1e6, (m.iqr * 1e6 if len(m.times) >= 4 else None)
+
+    def _time_cuda(self, fn: Closure) -> tuple[float, float | None]:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize(self.device)
+        # Estimate the repetitions that fill min_run_time, then time each with events,
+        # writing a buffer twice the L2 size first so no input is served from cache.
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        reps = max(5, min(1000, int(self.min_run_time / max(start.elapsed_time(end) * 1e-3, 1e-6))))
+        times = []
+        for _ in range(reps):
+            self._flush_buffer.zero_()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3)
+        q = statistics.quantiles(times, n=4)
+        return statistics.median(times), q[2] - q[0]
+
+
+def _flatten(result: Any) -> list[torch.Tensor]:
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, Sequence):
+        return [t for r in result for t in _flatten(r)]
+    return []
+
+
+def check_same(result: Any, expected: Any) -> None:
+    """Raise if two implementations' results differ beyond torch's default dtype tolerances.
+
+    A sanity check against broken implementations, not the correctness proof (the tests are).
+    """
+    got, want = _flatten(result), _flatten(expected)
+    if len(got) != len(want):
+        raise AssertionError(f"returned {len(got)} tensors, the baseline {len(want)}")
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def copy_bandwidth_gbps(timer: Timer, numel: int, dtype: torch.dtype) -> float:
+    """GB/s of ``x.clone()`` (read + write) for ``numel`` elements: the floor of any op that
+    reads its input once and allocates its output."""
+    x = torch.randn(numel, device=timer.device).to(dtype)
+    median_us, _ = timer(lambda: x.clone())
+    return 2 * numel * x.element_size() / (median_us * 1e-6) / 1e9
+
+
+def run_case(case: Case, timer: Timer, copy_gbps: dict[tuple[int, torch.dtype], float]) -> list[Result]:
+    """Validate and time every implementation of ``case``."""
+    closures: dict[str, Closure] = {}
+    results: dict[str, Result] = {}
+    expected = None
+    for name, setup in case.impls.items():
+        dtype = str(case.dtype).removeprefix("torch.")
+        row = Result(case.family, case.op, case.shape, dtype, case.mode, name, None, None)
+        results[name] = row
+        try:
+            fn = setup()
+            torch.manual_seed(0)  # random ops (dropout) draw the same numbers in every implementation
+            out = fn()
+            if name == case.baseline:
+                expected = out
+            elif case.validate and expected is not None:
+                check_same(out, expected)
+            closures[name] = fn
+        except Exception as e:  # a broken implementation is reported, not timed
+            row.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    for name, fn in closures.items():
+        row = results[name]
+        row.median_us, row.iqr_us = timer(fn)
+        seconds = row.median_us * 1e-6
+        if case.bytes_moved:
+            row.gbps = case.bytes_moved / seconds / 1e9
+            key = (case.copy_elements, case.dtype)
+            if case.copy_elements and key in copy_gbps:
+                row.pct_copy_bw = 100 * row.gbps / copy_gbps[key]
+        if case.flops:
+            row.gflops = case.flops / seconds / 1e9
+    base = results.get(case.baseline)
+    for row in results.values():
+        if base and base.median_us and row.median_us and row.impl != case.baseline:
+            row.speedup_vs_baseline = base.median_us / row.median_us
+    return list(results.values())
+
+
+def autograd_setup(
+    fn: Callable[..., torch.Tensor], make_inputs: Callable[[], list], mode: str, grad_args: Sequence[int] = (0,)
+) -> Callable[[], Closure]:
+    """A setup for ``fn(*make_inputs())``: the forward alone, or forward plus backward.
+
+    "fwd" times the forward with no autograd graph. "fwd+bwd" times forward and
+    ``torch.autograd.grad`` with respect to the arguments in ``grad_args`` (nothing
+    accumulates in ``.grad``, so repetitions are independent).
+    """
+
+    def setup() -> Closure:
+        inputs = make_inputs()
+        if mode == "fwd":
+            return lambda: fn(*inputs)
+        leaves = [inputs[i].requires_grad_() for i in grad_args]
+        dy = torch.randn_like(fn(*inputs))
+        return lambda: torch.autograd.grad(fn(*inputs), leaves, dy)
+
+    return setup
+
+
+def seeded_inputs(*makers: Callable[[], torch.Tensor], seed: int = 0) -> Callable[[], list]:
+    """Inputs built from a fixed seed, so every implementation of a case sees the same values."""
+
+    def make() -> list:
+        torch.manual_seed(seed)
+        return [m() for m in makers]
+
+    return make
+
+
+MODES = ("fwd", "fwd+bwd")
+
+
+def numel(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape)

@@ -1,0 +1,138 @@
+"""Benchmark output: the machine description, a terminal table, markdown and JSON files."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .harness import Result, cpu_threads
+
+COLUMNS = [
+    ("op", "op"),
+    ("shape", "shape"),
+    ("dtype", "dtype"),
+    ("mode", "mode"),
+    ("impl", "impl"),
+    ("median", "median_us"),
+    ("iqr", "iqr_us"),
+    ("GB/s", "gbps"),
+    ("% copy BW", "pct_copy_bw"),
+    ("GFLOP/s", "gflops"),
+    ("vs torch", "speedup_vs_baseline"),
+]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_slug(device: torch.device) -> str:
+    """Directory name for results: the GPU's name, or the CPU's model and thread count."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu_model()} {cpu_threads()}t"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    env = {
+        "date (UTC)": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "device": str(device),
+        "cpu": f"{cpu_model()}, {cpu_threads()} threads used",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
+        env["cuda / cudnn"] = f"{torch.version.cuda} / {torch.backends.cudnn.version()}"
+        env["tf32 (matmul / cudnn)"] = (
+            f"{torch.backends.cuda.matmul.allow_tf32} / {torch.backends.cudnn.allow_tf32}; cudnn.benchmark=True"
+        )
+    else:
+        env["cpu backend"] = f"mkldnn (oneDNN) available: {torch.backends.mkldnn.is_available()}"
+    return env
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _format(key: str, value) -> str:
+    if value is None:
+        return ""
+    if key in ("median_us", "iqr_us"):
+        return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} us"
+    if key == "speedup_vs_baseline":
+        return f"{value:.2f}x"
+    if key == "pct_copy_bw":
+        return f"{value:.0f}%"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _cells(rows: Sequence[Result]) -> list[list[str]]:
+    cells = []
+    for r in rows:
+        line = [_format(key, getattr(r, key)) for _, key in COLUMNS]
+        if r.error:
+            line[5] = f"FAILED: {r.error}"
+        cells.append(line)
+    return cells
+
+
+def table(rows: Sequence[Result]) -> str:
+    """A fixed-width table for the terminal."""
+    header = [title for title, _ in COLUMNS]
+    cells = _cells(rows)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *cells, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join(lines)
+
+
+def markdown(env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Result]) -> str:
+    out = ["# minitorch_nn benchmarks", ""]
+    out += [f"- **{k}**: {v}" for k, v in env.items()]
+    out += [f"- **copy bandwidth** (`x.clone()`, read + write), {k}: {v:.1f} GB/s" for k, v in copy_gbps.items()]
+    out += [
+        "",
+        "Median of repeated runs (IQR beside it); GB/s from each case's minimum memory traffic; "
+        "`vs torch` is torch's time divided by the implementation's (above 1 is faster than torch).",
+    ]
+    for family in dict.fromkeys(r.family for r in rows):
+        fam = [r for r in rows if r.family == family]
+        out += ["", f"## {family}", ""]
+        out.append("| " + " | ".join(title for title, _ in COLUMNS) + " |")
+        out.append("|" + "---|" * len(COLUMNS))
+        out += ["| " + " | ".join(line) + " |" for line in _cells(fam)]
+    return "\n".join(out) + "\n"
+
+
+def write(outdir: Path, env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Result]) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    md, js = outdir / "report.md", outdir / "results.json"
+    md.write_text(markdown(env, copy_gbps, rows))
+    payload = {"environment": env, "copy_bandwidth_gbps": copy_gbps, "results": [dataclasses.asdict(r) for r in rows]}
+    js.write_text(json.dumps(payload, indent=1) + "\n")
+    return [md, js]
