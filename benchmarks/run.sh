@@ -26,7 +26,7 @@ fi
 py="$VENV/bin/python"
 if ! "$py" -c 'import torch' 2>/dev/null; then
   say "installing $TORCH_SPEC"
-  "$py" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
+  "$py" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC" numpy
 fi
 say "installing minitorch_nn and its test dependencies (torch $("$py" -c 'import torch; print(torch.__version__)'))"
 # No build isolation: the build must see the torch above instead of downloading another.

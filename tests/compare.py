@@ -26,6 +26,7 @@ Let ``eps`` be the dtype's machine epsilon (2^-52 float64, 2^-23 float32, 2^-7 b
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -171,6 +172,11 @@ def assert_raises_like_torch(ours: Callable[[], object], oracle: Callable[[], ob
     )
     assert str(ours_error.value), "the error has no message"
     return ours_error.value
+
+
+def constructor_signature(cls: type) -> list[tuple]:
+    """(name, kind, default) of each ``__init__`` parameter, to compare a module with torch's."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
 
 
 def check_gradients(fn: Callable[..., Tensor], inputs: Sequence[Tensor], *, second_order: bool = True) -> None:

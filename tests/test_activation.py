@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import statistics
 from collections.abc import Callable
@@ -17,7 +16,13 @@ from hypothesis import strategies as st
 import minitorch_nn.functional as F
 import minitorch_nn.nn as nn
 
-from .compare import assert_raises_like_torch, assert_same_as_torch, check_gradients, pointwise_tol
+from .compare import (
+    assert_raises_like_torch,
+    assert_same_as_torch,
+    check_gradients,
+    constructor_signature,
+    pointwise_tol,
+)
 from .strategies import dtypes, shapes, tensors
 
 
@@ -249,7 +254,4 @@ def test_module_matches_torch(cls, kwargs):
 
 @pytest.mark.parametrize("cls", sorted({cls for cls, _ in MODULES}))
 def test_module_constructor_signature_matches_torch(cls):
-    def shape(c):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(c.__init__).parameters.values()]
-
-    assert shape(getattr(nn, cls)) == shape(getattr(torch.nn, cls))
+    assert constructor_signature(getattr(nn, cls)) == constructor_signature(getattr(torch.nn, cls))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import minitorch_nn.functional as F
 import minitorch_nn.nn as nn
 
-from .compare import Tol, assert_raises_like_torch, assert_same_as_torch, check_gradients
+from .compare import Tol, assert_raises_like_torch, assert_same_as_torch, check_gradients, constructor_signature
 from .strategies import dtypes, shapes, tensors
 
 EXACT = Tol(rtol=0, atol=0)
@@ -139,6 +139,7 @@ def test_integer_input_raises_like_torch():
 def test_module_follows_train_and_eval_mode():
     ours, theirs = nn.Dropout(0.25), torch.nn.Dropout(0.25)
     assert repr(ours) == repr(theirs)
+    assert constructor_signature(nn.Dropout) == constructor_signature(torch.nn.Dropout)
     assert repr(nn.Dropout(0.1, inplace=True)) == repr(torch.nn.Dropout(0.1, inplace=True))
     x = torch.randn(64, 32)
     torch.manual_seed(0)

@@ -280,6 +280,8 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
         inplace: write the result into ``input`` and return it. Unlike torch, the in-place form
             also differentiates correctly with a negative slope.
 
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
+
     Example::
 
         >>> import torch
@@ -300,6 +302,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     Raises:
         RuntimeError: ``approximate`` is neither ``'none'`` nor ``'tanh'`` (as torch).
 
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
+
     Example::
 
         >>> import torch
@@ -315,6 +319,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     r"""Sigmoid linear unit (Swish), ``x * sigmoid(x)``. See :class:`SiLUFunction`.
 
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
+
     Example::
 
         >>> import torch
@@ -327,6 +333,8 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
 
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     r"""``x * tanh(softplus(x))``. See :class:`MishFunction`.
+
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
 
     Example::
 
@@ -343,6 +351,8 @@ def sigmoid(input: Tensor) -> Tensor:
 
     Integer inputs are promoted to the default float dtype, as in torch.
 
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
+
     Example::
 
         >>> import torch
@@ -354,6 +364,8 @@ def sigmoid(input: Tensor) -> Tensor:
 
 def tanh(input: Tensor) -> Tensor:
     r"""Hyperbolic tangent. See :class:`TanhFunction`.
+
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
 
     Example::
 
@@ -373,6 +385,8 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
         input: floating-point tensor of any shape ``(*)``.
         beta: sharpness; larger ``beta`` is closer to ReLU. Default: 1.
         threshold: above ``beta * x > threshold`` the function is ``x``. Default: 20.
+
+    Shape: ``(*)`` -> ``(*)``, elementwise over any number of dimensions.
 
     Example::
 
