@@ -10,5 +10,20 @@ None of these call the torch op they reimplement; ``tests/test_reference_purity.
 from .activation import gelu, leaky_relu, mish, relu, sigmoid, silu, softplus, tanh
 from .dropout import dropout
 from .linear import linear
+from .normalization import batch_norm, group_norm, layer_norm
 
-__all__ = ["dropout", "gelu", "leaky_relu", "linear", "mish", "relu", "sigmoid", "silu", "softplus", "tanh"]
+__all__ = [
+    "batch_norm",
+    "dropout",
+    "gelu",
+    "group_norm",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "mish",
+    "relu",
+    "sigmoid",
+    "silu",
+    "softplus",
+    "tanh",
+]

@@ -16,12 +16,17 @@ from .activation import GELU, LeakyReLU, Mish, ReLU, Sigmoid, SiLU, Softplus, Ta
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Identity, Linear
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 
 __all__ = [
     "GELU",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "Dropout",
     "Flatten",
+    "GroupNorm",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "Mish",
