@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import activation, dropout, linear, report
+from . import activation, dropout, linear, normalization, report
 from .harness import Case, Result, Timer, copy_bandwidth_gbps, cpu_threads, run_case
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
@@ -24,6 +24,7 @@ FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
     "activation": activation.cases,
     "dropout": dropout.cases,
     "linear": linear.cases,
+    "normalization": normalization.cases,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

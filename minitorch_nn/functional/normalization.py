@@ -343,6 +343,7 @@ def group_norm(
 
     Raises:
         RuntimeError: fewer than 2 dims, C not divisible by G, or parameters not of size C.
+        ValueError: a single sample whose groups hold one value each, as torch.
 
     Example::
 
@@ -358,6 +359,10 @@ def group_norm(
             "Expected number of channels in input to be divisible by num_groups, but got input of shape "
             f"{list(input.shape)} and num_groups={num_groups}"
         )
+    # torch's own guard, kept for parity: it multiplies the batch into the count, so it refuses
+    # only a single sample whose groups hold one value each (x̂ would be all zeros).
+    if input.shape[0] * (channels // num_groups) * math.prod(input.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and (t.dim() != 1 or t.numel() != channels):
             raise RuntimeError(
