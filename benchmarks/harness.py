@@ -120,16 +120,32 @@ def _flatten(result: Any) -> list[torch.Tensor]:
     return []
 
 
-def check_same(result: Any, expected: Any) -> None:
-    """Raise if two implementations' results differ beyond torch's default dtype tolerances.
+# Normwise tolerance of the pre-timing check, per dtype: max|a − b| <= tol · max|b|.
+_CHECK_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
-    A sanity check against broken implementations, not the correctness proof (the tests are).
+
+def check_same(result: Any, expected: Any) -> None:
+    """Raise if two implementations' results differ by more than rounding can explain.
+
+    Normwise (the largest difference against the largest value), so reductions over millions of
+    elements pass while a wrong answer, off by a sizeable fraction of the output, cannot. This
+    is a guard against timing broken code, not the correctness proof (the tests are).
     """
     got, want = _flatten(result), _flatten(expected)
     if len(got) != len(want):
         raise AssertionError(f"returned {len(got)} tensors, the baseline {len(want)}")
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, equal_nan=True)
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise AssertionError(f"result {i}: {a.dtype}{list(a.shape)}, the baseline {b.dtype}{list(b.shape)}")
+        if a.numel() == 0:
+            continue
+        a64, b64 = a.detach().double(), b.detach().double()
+        if not torch.equal(torch.isnan(a64), torch.isnan(b64)):
+            raise AssertionError(f"result {i}: NaN where the baseline has none, or the reverse")
+        scale = float(b64.nan_to_num().abs().max())
+        error = float((a64 - b64).nan_to_num().abs().max())
+        if error > _CHECK_TOL.get(a.dtype, 0.0) * max(scale, 1e-30):
+            raise AssertionError(f"result {i} differs from the baseline by {error:.3g} (largest value {scale:.3g})")
 
 
 def copy_bandwidth_gbps(timer: Timer, numel: int, dtype: torch.dtype) -> float:
