@@ -16,15 +16,17 @@ from pathlib import Path
 
 import torch
 
-from . import activation, dropout, linear, normalization, report
+from . import activation, conv, dropout, linear, normalization, pooling, report
 from .harness import Case, Result, Timer, copy_bandwidth_gbps, cpu_threads, run_case
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
 FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
     "activation": activation.cases,
+    "conv": conv.cases,
     "dropout": dropout.cases,
     "linear": linear.cases,
     "normalization": normalization.cases,
+    "pooling": pooling.cases,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

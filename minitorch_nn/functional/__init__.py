@@ -8,18 +8,24 @@ None of these call the torch op they reimplement; ``tests/test_reference_purity.
 """
 
 from .activation import gelu, leaky_relu, mish, relu, sigmoid, silu, softplus, tanh
+from .conv import conv2d
 from .dropout import dropout
 from .linear import linear
 from .normalization import batch_norm, group_norm, layer_norm
+from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
     "batch_norm",
+    "conv2d",
     "dropout",
     "gelu",
     "group_norm",
     "layer_norm",
     "leaky_relu",
     "linear",
+    "max_pool2d",
     "mish",
     "relu",
     "sigmoid",

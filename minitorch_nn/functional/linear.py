@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from ._common import opmath
+
 __all__ = ["linear"]
 
 
@@ -37,26 +39,27 @@ class LinearFunction(Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight, bias)
-        y = x.matmul(weight.t())  # (*, I) @ (I, O) -> (*, O)
+        y = opmath(x).matmul(opmath(weight).t())  # (*, I) @ (I, O) -> (*, O)
         if bias is not None:
-            y = y + bias
-        return y
+            y = y + opmath(bias)
+        return y.to(x.dtype)  # half types: accumulated in float32, rounded once
 
     @staticmethod
     def backward(ctx, dy: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         dx = dw = db = None
+        g = opmath(dy)
         if need_x:
-            dx = dy.matmul(weight)  # (*, O) @ (O, I) -> (*, I)
+            dx = g.matmul(opmath(weight)).to(x.dtype)  # (*, O) @ (O, I) -> (*, I)
         if need_w:
             n = math.prod(x.shape[:-1])  # not reshape(-1, ...): -1 is ambiguous when I or O is 0
-            dy_rows = dy.reshape(n, dy.shape[-1])  # (N, O)
-            x_rows = x.reshape(n, x.shape[-1])  # (N, I)
-            dw = dy_rows.t().matmul(x_rows)  # (O, N) @ (N, I) -> (O, I)
+            dy_rows = g.reshape(n, dy.shape[-1])  # (N, O)
+            x_rows = opmath(x).reshape(n, x.shape[-1])  # (N, I)
+            dw = dy_rows.t().matmul(x_rows).to(weight.dtype)  # (O, N) @ (N, I) -> (O, I)
         if need_b:
             # Sum over every dimension the bias was broadcast along: (*, O) -> bias.shape.
-            db = dy.sum_to_size(bias.shape)
+            db = g.sum_to_size(bias.shape).to(bias.dtype)
         return dx, dw, db
 
 

@@ -13,15 +13,20 @@ assigning a Module as an attribute registers its parameters, a list hides them f
 from torch.nn import Module, ModuleDict, ModuleList, Parameter, Sequential
 
 from .activation import GELU, LeakyReLU, Mish, ReLU, Sigmoid, SiLU, Softplus, Tanh
+from .conv import Conv2d
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Identity, Linear
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
     "GELU",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Conv2d",
     "Dropout",
     "Flatten",
     "GroupNorm",
@@ -29,6 +34,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "MaxPool2d",
     "Mish",
     "Module",
     "ModuleDict",

@@ -1,0 +1,340 @@
+r"""Max, average and adaptive average pooling over 2-D windows, with hand-written backward passes.
+
+Dimensions: N batch, C channels, H × W input, k kernel, s stride, p padding, d dilation (max
+pooling only), H' × W' output. Each channel is pooled separately.
+
+Output size. A window spans d·(k − 1) + 1 input pixels; it must start inside the padded input:
+
+    H' = ⌊(H + 2p − d·(k − 1) − 1) / s⌋ + 1                       (floor mode)
+    H' = ⌈(H + 2p − d·(k − 1) − 1) / s⌉ + 1,                       (ceil_mode=True)
+         minus one if that last window would start in the right padding ((H' − 1)·s >= H + p)
+
+Ceil mode keeps a last, partial window that hangs off the end instead of dropping the leftover
+pixels. Padding may be at most half the kernel (p <= k/2), so every window holds a real pixel.
+
+Max pooling: y = max over the window. Its gradient flows only to the element that was the
+maximum (the "argmax", which ``return_indices`` reports as h·W + w in the unpadded input), all
+others get zero:  dx[argmax] += dy. Ties go to the first maximum in row-major window order; a
+NaN in a window wins (the output is NaN, and the index points at the last NaN).
+
+Average pooling: y = (1/D) Σ_window x with the divisor D = ``divisor_override`` if given, else the
+window's size counting padding but not the ceil-mode overhang (``count_include_pad=True``), or
+only its real pixels (``False``). Backward: every element of the window gets dy / D.
+
+Adaptive average pooling picks the windows from the output size instead: output row i averages
+input rows ⌊i·H/H'⌋ to ⌈(i + 1)·H/H'⌉ − 1 (windows may overlap or differ in size). A window is
+a product of a row range and a column range, so the pooling is separable, two small matmuls:
+
+    y = A_h · x · A_wᵀ,   A_h (H', H) with A_h[i, r] = 1/|rows_i| on the window's rows,
+    dx = A_hᵀ · dy · A_w                                   (the adjoint, the same matrices)
+
+``output_size = 1`` is global average pooling: the head of a CNN that accepts any input size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from ._common import check_floating, opmath
+from .conv import col2im, crop2d, im2col
+
+__all__ = ["adaptive_avg_pool2d", "avg_pool2d", "max_pool2d"]
+
+Pair = tuple[int, int]
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    """torch's rule, including ceil mode's "the last window must start inside" correction."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _windows(x: Tensor, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, out_hw: Pair, fill: float):
+    """(windows, padded size): (N, C, H', W', kh·kw) views of x padded with ``fill``.
+
+    The padding covers p on the top/left and whatever the last (ceil-mode) window needs on the
+    bottom/right, so every window lies inside the padded tensor.
+    """
+    n, c, h, w = x.shape
+    need = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out_hw, stride, dilation, kernel, strict=True)]
+    padded_hw = (max(need[0], h + pad[0]), max(need[1], w + pad[1]))
+    xp = x.new_full((n, c, *padded_hw), fill)
+    xp[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w] = x
+    cols = im2col(xp, kernel, stride, dilation, out_hw)  # (N, C, kh, kw, H', W')
+    return cols.permute(0, 1, 4, 5, 2, 3).reshape(n, c, *out_hw, kernel[0] * kernel[1]), padded_hw
+
+
+class MaxPool2dFunction(Function):
+    """y = max over each window; the gradient goes to the argmax. Returns (y, indices)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, ceil_mode: bool):
+        n, c, h, w = x.shape
+        out_hw = tuple(pool_output_size(*a, ceil_mode) for a in zip((h, w), kernel, stride, pad, dilation, strict=True))
+        # Padding holds the lowest value, so it never beats a real pixel.
+        lowest = -math.inf if x.is_floating_point() else torch.iinfo(x.dtype).min
+        values, _ = _windows(x, kernel, stride, pad, dilation, out_hw, lowest)  # (N, C, H', W', kh·kw)
+        positions = torch.arange(h * w, device=x.device).view(1, 1, h, w)  # h·W + w of each pixel
+        index, _ = _windows(positions, kernel, stride, pad, dilation, out_hw, -1)  # (1, 1, H', W', kh·kw)
+        slot = values.argmax(-1, keepdim=True)  # the first maximum, in row-major window order
+        # torch's kernel scans each window keeping `if (v > best || isnan(v))`: so a NaN wins (the
+        # last one scanned), and a window whose maximum is the lowest value keeps its first real
+        # pixel (the padding slots hold the lowest value too, and must never be picked).
+        nan = values.isnan()
+        has_nan = nan.any(-1, keepdim=True)
+        last_nan = nan.shape[-1] - 1 - nan.flip(-1).int().argmax(-1, keepdim=True)
+        first_real = (index >= 0).int().argmax(-1, keepdim=True).expand_as(slot)
+        at_lowest = values.amax(-1, keepdim=True) == lowest
+        slot = torch.where(has_nan, last_nan, torch.where(at_lowest, first_real, slot))
+        y = values.gather(-1, slot).squeeze(-1)  # (N, C, H', W')
+        indices = index.expand(n, c, *index.shape[2:]).gather(-1, slot).squeeze(-1)
+        ctx.save_for_backward(indices)
+        ctx.input_shape = x.shape
+        ctx.mark_non_differentiable(indices)
+        return y, indices
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, _dindices):
+        (indices,) = ctx.saved_tensors
+        n, c, h, w = ctx.input_shape
+        # dx[n, c, argmax] += dy: overlapping windows may share an argmax, hence the scatter-*add*.
+        out_positions = dy.shape[2] * dy.shape[3]
+        dx = dy.new_zeros((n, c, h * w)).scatter_add(
+            2, indices.reshape(n, c, out_positions), dy.reshape(n, c, out_positions)
+        )
+        return dx.view(n, c, h, w), None, None, None, None, None
+
+
+def avg_pool_divisor(
+    size_hw: Pair, out_hw: Pair, kernel: Pair, stride: Pair, pad: Pair, count_include_pad: bool, divisor
+) -> Tensor:
+    """(H', W') divisors: torch's window sizes, with or without padding, or the override."""
+    if divisor is not None:
+        return torch.full(out_hw, float(divisor), dtype=torch.float64)
+    sizes = []
+    for size, out, k, s, p in zip(size_hw, out_hw, kernel, stride, pad, strict=True):
+        start = torch.arange(out) * s - p
+        end = torch.clamp(start + k, max=size + p)  # padding counts, the ceil-mode overhang does not
+        with_pad = end - start
+        without_pad = torch.clamp(end, max=size) - torch.clamp(start, min=0)
+        sizes.append((with_pad if count_include_pad else without_pad).double())
+    return sizes[0][:, None] * sizes[1][None, :]
+
+
+class AvgPool2dFunction(Function):
+    """y = Σ_window x / D; dx = dy / D spread over each window (col2im)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel: Pair, stride: Pair, pad: Pair, ceil_mode: bool, count_include_pad: bool, divisor):
+        h, w = x.shape[2:]
+        out_hw = tuple(pool_output_size(*a, 1, ceil_mode) for a in zip((h, w), kernel, stride, pad, strict=True))
+        values, padded_hw = _windows(opmath(x), kernel, stride, pad, (1, 1), out_hw, 0)  # (N, C, H', W', kh·kw)
+        d = avg_pool_divisor((h, w), out_hw, kernel, stride, pad, count_include_pad, divisor).to(values)
+        ctx.save_for_backward(d)
+        ctx.conf = x.shape, kernel, stride, pad, padded_hw
+        if not x.is_floating_point():  # int64, as torch: integer division, truncated toward zero
+            return torch.div(values.sum(-1), d, rounding_mode="trunc")
+        return (values.sum(-1) / d).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        (d,) = ctx.saved_tensors
+        shape, kernel, stride, pad, padded_hw = ctx.conf
+        n, c, h, w = shape
+        per_slot = (opmath(dy) / d).view(n, c, 1, 1, *dy.shape[2:]).expand(n, c, *kernel, *dy.shape[2:])
+        dxp = col2im(per_slot, padded_hw, stride, (1, 1))  # (N, C, Hp, Wp)
+        bottom, right = padded_hw[0] - pad[0] - h, padded_hw[1] - pad[1] - w
+        dx = crop2d(dxp, (pad[0], bottom, pad[1], right)).to(dy.dtype)
+        return dx, None, None, None, None, None, None
+
+
+def adaptive_pool_matrix(size: int, out: int, dtype: torch.dtype, device) -> Tensor:
+    """(out, size) averaging matrix: row i is 1/|window_i| on input rows ⌊i·size/out⌋ .. ⌈(i+1)·size/out⌉ − 1."""
+    i = torch.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)  # ceil
+    r = torch.arange(size)
+    inside = (r[None, :] >= start[:, None]) & (r[None, :] < end[:, None])
+    return (inside.double() / (end - start).double()[:, None]).to(dtype=dtype, device=device)
+
+
+class AdaptiveAvgPool2dFunction(Function):
+    """y = A_h x A_wᵀ; dx = A_hᵀ dy A_w (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, out_hw: Pair):
+        xf = opmath(x)
+        a_h = adaptive_pool_matrix(x.shape[2], out_hw[0], xf.dtype, x.device)  # (H', H)
+        a_w = adaptive_pool_matrix(x.shape[3], out_hw[1], xf.dtype, x.device)  # (W', W)
+        ctx.save_for_backward(a_h, a_w)
+        return a_h.matmul(xf).matmul(a_w.t()).to(x.dtype)  # (H', H) @ (N, C, H, W) @ (W, W') -> (N, C, H', W')
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        a_h, a_w = ctx.saved_tensors
+        return a_h.t().matmul(opmath(dy)).matmul(a_w).to(dy.dtype), None  # (H, H') @ (N, C, H', W') @ (W', W)
+
+
+def _pair(value: int | Sequence[int] | None, name: str) -> Pair:
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(value)
+    if len(value) == 1:
+        return (value[0], value[0])
+    if len(value) != 2:
+        raise RuntimeError(f"{name} must either be a single int, or a tuple of two ints")
+    return value
+
+
+def _check_pool_args(x: Tensor, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, ceil_mode: bool, name: str):
+    if x.dim() not in (3, 4) or any(s == 0 for s in x.shape[-3:]):
+        raise RuntimeError(f"{name}: expected a non-empty 3D or 4D (batch mode) tensor, got size {list(x.shape)}")
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"{name}: kernel size should be greater than zero, but got {kernel}")
+    if any(s == 0 for s in stride):
+        raise RuntimeError("stride should not be zero")
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"{name}: stride should be greater than zero, but got {stride}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"dilation should be greater than zero, but got dilation {dilation}")
+    if any(p < 0 for p in pad):
+        raise RuntimeError(f"pad must be non-negative, but got pad: {pad}")
+    if any(p > k // 2 for p, k in zip(pad, kernel, strict=True)):
+        raise RuntimeError(
+            f"pad should be at most half of effective kernel size, but got pad={pad}, kernel_size={kernel}"
+        )
+    out = [pool_output_size(*a, ceil_mode) for a in zip(x.shape[-2:], kernel, stride, pad, dilation, strict=True)]
+    if any(o < 1 for o in out):
+        raise RuntimeError(
+            f"Given input size: {tuple(x.shape[-3:])}. Calculated output size: {out}. Output size is too small"
+        )
+
+
+def _batched(input: Tensor) -> Tensor:
+    return input if input.dim() == 4 else input.unsqueeze(0)
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    r"""Max over each (dilated) window. See the module docstring for the size rule and gradient.
+
+    Args:
+        input: ``(N, C, H, W)`` or ``(C, H, W)``.
+        kernel_size, stride, padding, dilation: an int or a pair; ``stride`` defaults to the kernel.
+        ceil_mode: keep a last, partial window (see the module docstring).
+        return_indices: also return the argmax of each window, as ``h * W + w``.
+
+    Shape: ``(N, C, H, W)`` -> ``(N, C, H', W')``.
+
+    Raises:
+        RuntimeError: the arguments torch rejects (zero stride, padding beyond half the kernel,
+            an empty output, ...).
+
+    Example::
+
+        >>> import torch
+        >>> max_pool2d(torch.tensor([[[1.0, 2.0], [4.0, 3.0]]]), 2, return_indices=True)
+        (tensor([[[4.]]]), tensor([[[2]]]))
+    """
+    kernel = _pair(kernel_size, "max_pool2d: kernel_size")
+    stride_ = (
+        kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride")
+    )
+    pad, dilation_ = _pair(padding, "padding"), _pair(dilation, "dilation")
+    _check_pool_args(input, kernel, stride_, pad, dilation_, ceil_mode, "max_pool2d")
+    y, indices = MaxPool2dFunction.apply(_batched(input), kernel, stride_, pad, dilation_, ceil_mode)
+    if input.dim() == 3:
+        y, indices = y.squeeze(0), indices.squeeze(0)
+    return (y, indices) if return_indices else y
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    r"""Mean over each window. See the module docstring for the divisor rules and the gradient.
+
+    Args:
+        input: ``(N, C, H, W)`` or ``(C, H, W)``, floating point.
+        kernel_size, stride, padding: an int or a pair; ``stride`` defaults to the kernel.
+        ceil_mode: keep a last, partial window.
+        count_include_pad: whether zero padding counts in the divisor.
+        divisor_override: divide by this instead.
+
+    Shape: ``(N, C, H, W)`` -> ``(N, C, H', W')``.
+
+    Example::
+
+        >>> import torch
+        >>> avg_pool2d(torch.tensor([[[1.0, 2.0], [4.0, 3.0]]]), 2)
+        tensor([[[2.5000]]])
+    """
+    if input.dtype != torch.int64:  # torch's kernel takes floating types and int64
+        check_floating(input, "avg_pool2d")
+    kernel = _pair(kernel_size, "avg_pool2d: kernel_size")
+    stride_ = (
+        kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride")
+    )
+    pad = _pair(padding, "padding")
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+    _check_pool_args(input, kernel, stride_, pad, (1, 1), ceil_mode, "avg_pool2d")
+    args = (kernel, stride_, pad, ceil_mode, count_include_pad, divisor_override)
+    y = AvgPool2dFunction.apply(_batched(input), *args)
+    return y if input.dim() == 4 else y.squeeze(0)
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size: int | Sequence[int | None] | None) -> Tensor:
+    r"""Average pooling to a fixed output size, whatever the input size.
+
+    Args:
+        input: ``(N, C, H, W)`` or ``(C, H, W)``, floating point, with H, W > 0.
+        output_size: ``H'`` for a square output, or ``(H', W')``; ``None`` keeps that input size.
+
+    Shape: ``(N, C, H, W)`` -> ``(N, C, H', W')``.
+
+    Example::
+
+        >>> import torch
+        >>> adaptive_avg_pool2d(torch.arange(6.0).view(1, 2, 3), 1)   # global average pooling
+        tensor([[[2.5000]]])
+    """
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    for d in range(input.dim() - 2, input.dim()):
+        if input.shape[d] == 0:
+            raise RuntimeError(
+                "adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch dimensions, "
+                f"but input has sizes {list(input.shape)} with dimension {d} being empty"
+            )
+    check_floating(input, "adaptive_avg_pool2d")
+    if output_size is None:
+        raise TypeError("adaptive_avg_pool2d: output_size must be an int or a pair of ints or None, not None")
+    sizes = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if len(sizes) != 2:
+        raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
+    out_hw = tuple(input.shape[-2 + i] if s is None else s for i, s in enumerate(sizes))
+    if any(s < 0 for s in out_hw):
+        raise RuntimeError(f"adaptive_avg_pool2d: elements of output_size must be >= 0, got {out_hw}")
+    y = AdaptiveAvgPool2dFunction.apply(_batched(input), out_hw)
+    return y if input.dim() == 4 else y.squeeze(0)
