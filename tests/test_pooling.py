@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minitorch_nn.functional as F
@@ -61,6 +61,9 @@ def test_max_pool_matches_torch_including_indices(args):
     _, i = F.max_pool2d(x, kernel, return_indices=True, **conf)
     _, i_ref = TF.max_pool2d(x, kernel, return_indices=True, **conf)
     assert torch.equal(i, i_ref), "argmax indices differ"  # ties: first; NaN: the last one
+    # Windows made only of padding: torch sends their gradient through an index outside the
+    # input plane (see test_window_of_only_padding_gets_no_gradient); compare the rest.
+    assume(torch.isfinite(TF.max_pool2d(torch.zeros(x.shape), kernel, **conf)).all())
     # The gradient is dy scattered to the argmax; overlapping windows may add several dy.
     k = overlap(kernel, stride, dilation)
     assert_same_as_torch(
@@ -97,6 +100,22 @@ def test_max_pool_window_of_only_minus_infinity_points_at_a_real_pixel():
     assert torch.equal(ours[1], theirs[1])
 
 
+def test_window_of_only_padding_gets_no_gradient():
+    # Kernel (1, 2) with dilation 2 and padding 1 on a 1-pixel-wide input: the window's taps
+    # sit at padded columns 0 and 2, both padding, with the one real pixel between them.
+    # Its max is -inf and it depends on no input. torch 2.13 reports index 1 for it, outside
+    # the 1-pixel plane, and its backward adds that window's gradient into the *next channel*.
+    # We report the same index, but send the gradient nowhere.
+    x = torch.tensor([[[[1.5]], [[-0.3]]]], requires_grad=True)
+    conf = {"kernel_size": (1, 2), "padding": (0, 1), "dilation": (1, 2)}
+    y, indices = F.max_pool2d(x, return_indices=True, **conf)
+    _, indices_ref = TF.max_pool2d(x, return_indices=True, **conf)
+    assert torch.equal(indices, indices_ref)
+    assert torch.equal(y, torch.full_like(y, -math.inf))
+    (dx,) = torch.autograd.grad(y, x, torch.tensor([[[[0.5]], [[0.25]]]]))
+    assert torch.equal(dx, torch.zeros_like(x))
+
+
 @given(pool_args(dtype=st.just(torch.float64), regimes=("normal",)))
 def test_max_pool_gradcheck_and_gradgradcheck(args):
     x, kernel, stride, padding, dilation, ceil_mode = args
@@ -105,6 +124,8 @@ def test_max_pool_gradcheck_and_gradgradcheck(args):
     # No ties: a tie makes the function non-differentiable, and finite differences see it.
     distinct = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0)).double().view(x.shape)
     x = (distinct / x.numel()).requires_grad_()
+    # A dilated window can hold only padding; its output is -inf, where finite differences are NaN.
+    assume(torch.isfinite(F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)).all())
     check_gradients(lambda t: F.max_pool2d(t, kernel, stride, padding, dilation, ceil_mode), [x])
 
 

@@ -1,6 +1,6 @@
 """Reference ops: readable autograd.Functions with hand-written backward passes.
 
-Signatures mirror ``torch.nn.functional``. Each op family lives in one file whose docstring
+Signatures mirror those of torch's functional API. Each op family lives in one file whose docstring
 carries the math of the forward and backward pass; the same file name appears in
 ``minitorch_nn/nn``, ``tests`` and ``benchmarks``.
 

@@ -17,7 +17,8 @@ sums over O:
     db = Σ_rows dy                       (N, O)          -> (O,)
 
 Each is a contraction: dx reduces over O, dW and db over N. (So their rounding error grows
-with those sizes, which is how the tests set their tolerances.)
+with those sizes, which is how the tests set their tolerances.) Half-precision operands are
+multiplied in float32 and rounded once, as torch's GEMMs accumulate.
 """
 
 from __future__ import annotations

@@ -85,32 +85,50 @@ class MaxPool2dFunction(Function):
         positions = torch.arange(h * w, device=x.device).view(1, 1, h, w)  # h·W + w of each pixel
         index, _ = _windows(positions, kernel, stride, pad, dilation, out_hw, -1)  # (1, 1, H', W', kh·kw)
         slot = values.argmax(-1, keepdim=True)  # the first maximum, in row-major window order
-        # torch's kernel scans each window keeping `if (v > best || isnan(v))`: so a NaN wins (the
-        # last one scanned), and a window whose maximum is the lowest value keeps its first real
-        # pixel (the padding slots hold the lowest value too, and must never be picked).
+        # torch's kernel scans each window keeping `if (v > best || isnan(v))`, starting from
+        # best = lowest at the window's first tap inside the input: so a NaN wins (the last one
+        # scanned), and a window whose maximum is the lowest value reports that first tap.
         nan = values.isnan()
         has_nan = nan.any(-1, keepdim=True)
         last_nan = nan.shape[-1] - 1 - nan.flip(-1).int().argmax(-1, keepdim=True)
-        first_real = (index >= 0).int().argmax(-1, keepdim=True).expand_as(slot)
-        at_lowest = values.amax(-1, keepdim=True) == lowest
-        slot = torch.where(has_nan, last_nan, torch.where(at_lowest, first_real, slot))
+        slot = torch.where(has_nan, last_nan, slot)
         y = values.gather(-1, slot).squeeze(-1)  # (N, C, H', W')
         indices = index.expand(n, c, *index.shape[2:]).gather(-1, slot).squeeze(-1)
-        ctx.save_for_backward(indices)
+        at_lowest = (y == lowest) & ~has_nan.squeeze(-1)
+        indices = torch.where(at_lowest, _first_tap_index((h, w), out_hw, stride, pad, dilation), indices)
+        # With dilation and padding a window can hold no input pixel at all (its taps all land in
+        # the padding): its maximum is the lowest value, and its gradient goes nowhere.
+        ctx.save_for_backward(indices, (index >= 0).any(-1).squeeze(0).squeeze(0))
         ctx.input_shape = x.shape
         ctx.mark_non_differentiable(indices)
         return y, indices
 
     @staticmethod
     def backward(ctx, dy: Tensor, _dindices):
-        (indices,) = ctx.saved_tensors
+        indices, has_pixel = ctx.saved_tensors
         n, c, h, w = ctx.input_shape
         # dx[n, c, argmax] += dy: overlapping windows may share an argmax, hence the scatter-*add*.
+        dy = torch.where(has_pixel, dy, torch.zeros_like(dy))
+        indices = torch.where(has_pixel, indices, torch.zeros_like(indices))
         out_positions = dy.shape[2] * dy.shape[3]
         dx = dy.new_zeros((n, c, h * w)).scatter_add(
             2, indices.reshape(n, c, out_positions), dy.reshape(n, c, out_positions)
         )
         return dx.view(n, c, h, w), None, None, None, None, None
+
+
+def _first_tap_index(size_hw: Pair, out_hw: Pair, stride: Pair, pad: Pair, dilation: Pair) -> Tensor:
+    """(H', W') flat index h·W + w of each window's first tap at or after the input's top-left.
+
+    For a window that holds input pixels this is its first one, in row-major order. For one
+    that holds none it is torch's answer too, though it points outside the input (or wraps
+    into the next row): such an index is reported, never used for the gradient.
+    """
+    firsts = []
+    for out, s, p, d in zip(out_hw, stride, pad, dilation, strict=True):
+        start = torch.arange(out) * s - p
+        firsts.append(start + torch.where(start < 0, (-start + d - 1) // d * d, 0))  # skip taps in the padding
+    return firsts[0][:, None] * size_hw[1] + firsts[1][None, :]
 
 
 def avg_pool_divisor(
