@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -38,3 +38,15 @@ def maybe_inplace(op: Callable[..., Tensor], input: Tensor, inplace: bool, *args
     if not inplace:
         return op(input, *args)
     return input.copy_(op(input.clone(), *args))
+
+
+def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """(rows, columns) from an int or a 1- or 2-sequence: the 2-D ops' size arguments."""
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(value)
+    if len(value) == 1:
+        return (value[0], value[0])
+    if len(value) != 2:
+        raise RuntimeError(f"{name} must be a single int or a pair of ints, but got {name}={list(value)}")
+    return value

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import opmath
+from ._common import opmath, pair
 
 __all__ = ["conv2d"]
 
@@ -196,20 +196,6 @@ class Conv2dFunction(Function):
         return dx, dw, db, None, None, None, None
 
 
-def _pair(value: int | Sequence[int], name: str) -> Pair:
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(value)
-    if len(value) == 1:
-        return (value[0], value[0])
-    if len(value) != 2:
-        raise RuntimeError(
-            f"expected {name} to be a single integer value or a list of 2 values to match the convolution "
-            f"dimensions, but got {name}={list(value)}"
-        )
-    return value
-
-
 def resolve_padding(padding: str | int | Sequence[int], kernel: Pair, stride: Pair, dilation: Pair) -> Padding:
     """(top, bottom, left, right) from an int, a pair, 'valid' or 'same'.
 
@@ -232,7 +218,7 @@ def resolve_padding(padding: str | int | Sequence[int], kernel: Pair, stride: Pa
             )
         (th, tw) = totals
         return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-    ph, pw = _pair(padding, "padding")
+    ph, pw = pair(padding, "padding")
     return (ph, ph, pw, pw)
 
 
@@ -318,7 +304,7 @@ def conv2d(
         raise RuntimeError(
             f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
         )
-    stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
+    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
     kernel = tuple(weight.shape[2:]) if weight.dim() == 4 else (1, 1)
     padding_ = resolve_padding(padding, kernel, stride_, dilation_)
     x = input if input.dim() == 4 else input.unsqueeze(0)

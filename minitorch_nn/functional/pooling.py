@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import check_floating, opmath
+from ._common import check_floating, opmath, pair
 from .conv import col2im, crop2d, im2col
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "max_pool2d"]
@@ -201,17 +201,6 @@ class AdaptiveAvgPool2dFunction(Function):
         return a_h.t().matmul(opmath(dy)).matmul(a_w).to(dy.dtype), None  # (H, H') @ (N, C, H', W') @ (W', W)
 
 
-def _pair(value: int | Sequence[int] | None, name: str) -> Pair:
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(value)
-    if len(value) == 1:
-        return (value[0], value[0])
-    if len(value) != 2:
-        raise RuntimeError(f"{name} must either be a single int, or a tuple of two ints")
-    return value
-
-
 def _check_pool_args(x: Tensor, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, ceil_mode: bool, name: str):
     if x.dim() not in (3, 4) or any(s == 0 for s in x.shape[-3:]):
         raise RuntimeError(f"{name}: expected a non-empty 3D or 4D (batch mode) tensor, got size {list(x.shape)}")
@@ -234,6 +223,13 @@ def _check_pool_args(x: Tensor, kernel: Pair, stride: Pair, pad: Pair, dilation:
         raise RuntimeError(
             f"Given input size: {tuple(x.shape[-3:])}. Calculated output size: {out}. Output size is too small"
         )
+
+
+def _stride_or_kernel(stride, kernel: Pair) -> Pair:
+    """The stride, defaulting (None or an empty sequence, as torch allows) to the kernel size."""
+    if stride is None or (not isinstance(stride, int) and len(stride) == 0):
+        return kernel
+    return pair(stride, "stride")
 
 
 def _batched(input: Tensor) -> Tensor:
@@ -269,11 +265,9 @@ def max_pool2d(
         >>> max_pool2d(torch.tensor([[[1.0, 2.0], [4.0, 3.0]]]), 2, return_indices=True)
         (tensor([[[4.]]]), tensor([[[2]]]))
     """
-    kernel = _pair(kernel_size, "max_pool2d: kernel_size")
-    stride_ = (
-        kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride")
-    )
-    pad, dilation_ = _pair(padding, "padding"), _pair(dilation, "dilation")
+    kernel = pair(kernel_size, "kernel_size")
+    stride_ = _stride_or_kernel(stride, kernel)
+    pad, dilation_ = pair(padding, "padding"), pair(dilation, "dilation")
     _check_pool_args(input, kernel, stride_, pad, dilation_, ceil_mode, "max_pool2d")
     y, indices = MaxPool2dFunction.apply(_batched(input), kernel, stride_, pad, dilation_, ceil_mode)
     if input.dim() == 3:
@@ -309,11 +303,9 @@ def avg_pool2d(
     """
     if input.dtype != torch.int64:  # torch's kernel takes floating types and int64
         check_floating(input, "avg_pool2d")
-    kernel = _pair(kernel_size, "avg_pool2d: kernel_size")
-    stride_ = (
-        kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride")
-    )
-    pad = _pair(padding, "padding")
+    kernel = pair(kernel_size, "kernel_size")
+    stride_ = _stride_or_kernel(stride, kernel)
+    pad = pair(padding, "padding")
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("divisor must be not zero")
     _check_pool_args(input, kernel, stride_, pad, (1, 1), ceil_mode, "avg_pool2d")
