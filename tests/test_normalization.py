@@ -175,13 +175,18 @@ def gradcheck_with_params(op, x, weight, bias):
 # --- batch_norm -----------------------------------------------------------------------------
 
 
-def contiguous(weight):
-    """The oracle's weight. torch 2.13's CPU batch_norm backward, for (N, C) input, reads a
-    strided weight as if it were contiguous: outside the view (the NaN the layouts strategy
-    fences views with) and at the wrong elements. A differentiable .contiguous() sidesteps it;
-    test_batch_norm_with_strided_weight_on_2d_input_differentiates_correctly keeps ours honest.
+def contiguous(t):
+    """What the oracle gets: a dense copy (differentiable, so gradients still reach ``t``).
+
+    torch 2.13's CPU batch_norm backward mishandles two layouts the strategies draw, silently:
+    - for (N, C) input, a strided weight is read as if it were contiguous: outside the view
+      (into the NaN the layouts strategy fences views with) and at the wrong elements;
+    - an input laid out channels-last with unusual strides on its size-1 dims (e.g. shape
+      (1, 2, 2, 1), strides (1, 1, 2, 1)) gets a gradient mixed across positions, off by 2x.
+    Our op still sees the original layouts; the tests named ..._differentiates_correctly and
+    ..._odd_strides_... check ours directly on those two.
     """
-    return None if weight is None else weight.contiguous()
+    return None if t is None else t.contiguous()
 
 
 @given(st.data())
@@ -201,7 +206,7 @@ def test_batch_norm_matches_torch(data):
 
     assert_same_as_torch(
         lambda x, w, b: F.batch_norm(x, *ours_stats, w, b, training, momentum, eps),
-        lambda x, w, b: TF.batch_norm(x, *torch_stats, contiguous(w), b, training, momentum, eps),
+        lambda x, w, b: TF.batch_norm(contiguous(x), *torch_stats, contiguous(w), b, training, momentum, eps),
         {"input": x, "weight": weight, "bias": bias},
         tol=norm_tolerances(x, channel_grouping(x), weight, bias, eps, None if training else stats),
     )
@@ -239,6 +244,18 @@ def test_batch_norm_with_strided_weight_on_2d_input_differentiates_correctly():
         dx_ref, dw_ref = torch.autograd.grad(TF.batch_norm(x, *stats, dense, None, training).sum(), (x, dense))
         torch.testing.assert_close(dx, dx_ref)
         torch.testing.assert_close(dw, dw_ref)
+
+
+def test_batch_norm_input_with_odd_strides_on_size_one_dims_differentiates_correctly():
+    values = torch.tensor([[[[0.6614], [0.2669]], [[0.0617], [0.6213]]]], dtype=torch.float64)
+    odd = torch.empty(4, dtype=torch.float64).as_strided((1, 2, 2, 1), (1, 1, 2, 1)).copy_(values)
+    dy = torch.tensor([[[[0.3], [-0.7]], [[0.2], [0.5]]]], dtype=torch.float64)
+    for x in (odd, values):
+        x.requires_grad_()
+        (dx,) = torch.autograd.grad(F.batch_norm(x, None, None, training=True), x, dy)
+        dense = x.detach().contiguous().requires_grad_()
+        (dx_ref,) = torch.autograd.grad(TF.batch_norm(dense, None, None, training=True), dense, dy)
+        torch.testing.assert_close(dx, dx_ref)
 
 
 def test_running_var_uses_unbiased_estimate():
@@ -477,10 +494,14 @@ def test_batch_norm_module_matches_torch_over_training_steps_and_eval(modules, d
         shape = data.draw(st.sampled_from([(n, c), (n, c, data.draw(st.integers(1, 4)))]))
     batches = [data.draw(tensors(shape, dtype, regimes=("normal",))).requires_grad_() for _ in range(3)]
     param = {"ours": dict(ours.named_parameters()), "torch": dict(theirs.named_parameters())}
+
+    def oracle(x):
+        return theirs(contiguous(x))  # see contiguous(): torch's backward and odd strides
+
     for x in batches:  # training steps
         tol = norm_tolerances(x, channel_grouping(x), ours.weight, ours.bias, ours.eps)
         assert_same_as_torch(
-            ours, theirs, {"input": x}, tol=tol, ours_params=param["ours"], oracle_params=param["torch"]
+            ours, oracle, {"input": x}, tol=tol, ours_params=param["ours"], oracle_params=param["torch"]
         )
     if ours.track_running_stats:
         assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == 3
@@ -492,7 +513,7 @@ def test_batch_norm_module_matches_torch_over_training_steps_and_eval(modules, d
     x = batches[0]
     stats = (theirs.running_mean, theirs.running_var) if ours.track_running_stats else None
     tol = norm_tolerances(x, channel_grouping(x), ours.weight, ours.bias, ours.eps, stats)
-    assert_same_as_torch(ours, theirs, {"input": x}, tol=tol, ours_params=param["ours"], oracle_params=param["torch"])
+    assert_same_as_torch(ours, oracle, {"input": x}, tol=tol, ours_params=param["ours"], oracle_params=param["torch"])
 
 
 def test_momentum_none_is_the_cumulative_average_of_batch_statistics():
