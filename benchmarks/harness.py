@@ -20,7 +20,7 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,7 +60,6 @@ class Result:
     gflops: float | None = None
     speedup_vs_baseline: float | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def cpu_threads() -> int:

@@ -118,11 +118,11 @@ def strided_copy(t: torch.Tensor, perm: tuple[int, ...], steps: tuple[int, ...],
 
 
 @st.composite
-def layouts(draw, t: torch.Tensor, *, contiguous_ok: bool = True) -> torch.Tensor:
+def layouts(draw, t: torch.Tensor) -> torch.Tensor:
     """``t`` re-laid-out: contiguous, permuted, strided, offset in storage, or all at once."""
     ndim = t.dim()
     kind = draw(st.sampled_from(("contiguous", "permuted", "strided", "offset", "mixed")))
-    if kind == "contiguous" and contiguous_ok:
+    if kind == "contiguous":
         return t.contiguous()
     perm = tuple(range(ndim))
     steps = (1,) * ndim
@@ -131,7 +131,7 @@ def layouts(draw, t: torch.Tensor, *, contiguous_ok: bool = True) -> torch.Tenso
         perm = tuple(draw(st.permutations(range(ndim))))
     if kind in ("strided", "mixed"):
         steps = tuple(draw(st.lists(st.sampled_from((1, 2, 3)), min_size=ndim, max_size=ndim)))
-    if kind in ("offset", "mixed", "contiguous"):
+    if kind in ("offset", "mixed"):
         offset = draw(st.sampled_from((1, 3, 5)))
     return strided_copy(t, perm, steps, offset)
 

@@ -91,6 +91,8 @@ class Conv2d(Module):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            # Unlike Linear, torch draws no bias values when fan_in is 0; same here, so that the
+            # random stream (and every later draw) matches torch's.
             if fan_in != 0:
                 bound = 1 / math.sqrt(fan_in)
                 init.uniform_(self.bias, -bound, bound)
