@@ -1,20 +1,117 @@
-"""Build and install minitorch_nn.
+"""Build and install minitorch_nn, and its compiled extension minitorch_nn._C.
 
 The pure-Python package (reference ops, modules, init) needs nothing but torch at run time.
-The compiled extension (``csrc/``) will be added here with ``torch.utils.cpp_extension``;
-because that build imports torch, install with an existing torch and without build isolation,
-so pip does not download a second (multi-GB) torch into a temporary build environment:
+The extension (``csrc/``) is built with ``torch.utils.cpp_extension``. That build imports torch,
+so install with an existing torch and without build isolation, or pip downloads a second
+(multi-GB) torch into a temporary build environment:
 
     pip install --no-build-isolation -e ".[test]"
+
+What gets built:
+
+* a ``CppExtension`` (the CPU kernels) with a CPU-only torch, or when nvcc is missing;
+* a ``CUDAExtension`` (CPU and CUDA kernels) when torch is a CUDA build and nvcc is found.
+  The GPU architectures default to those of the GPUs present; set ``TORCH_CUDA_ARCH_LIST``
+  (e.g. ``"8.0;9.0"``) to choose.
+
+If the compiler fails, or there is none, the package still installs and the references still
+work; ``minitorch_nn.kernels`` then says why its ops are unavailable. ``MINITORCH_NO_EXTENSION=1``
+skips the build on purpose. ``MINITORCH_CPU_CAPABILITY`` (``avx512``, ``avx2`` or ``default``)
+overrides the vector instruction set chosen for the CPU kernels.
 """
 
+from __future__ import annotations
+
+import os
 import re
+import sys
+import traceback
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 VERSION = re.search(r'^__version__ = "([^"]+)"', (ROOT / "minitorch_nn" / "__init__.py").read_text(), re.M).group(1)
+# Where a failed build leaves its reason, for minitorch_nn.kernels to report.
+BUILD_ERROR_FILE = ROOT / "minitorch_nn" / "_C.build-error.txt"
+
+# Flags for the vector instruction sets ATen's Vectorized<T> knows, as torch's own build uses them.
+CPU_CAPABILITY_FLAGS = {
+    "avx512": ["-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    "avx2": ["-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"],
+    "default": [],
+}
+
+
+def cpu_capability() -> str:
+    """The vector ISA for the CPU kernels: what torch's own kernels dispatch to on this machine.
+
+    The extension is compiled where it is installed, so it may use that machine's ISA; matching
+    torch's choice (which can be AVX2 on CPUs that have AVX-512, where 512-bit code clocks
+    down or is double-pumped) makes the comparison with torch's kernels like for like.
+    """
+    override = os.environ.get("MINITORCH_CPU_CAPABILITY", "").lower()
+    if override:
+        if override not in CPU_CAPABILITY_FLAGS:
+            sys.exit(f"MINITORCH_CPU_CAPABILITY must be one of {sorted(CPU_CAPABILITY_FLAGS)}, got {override!r}")
+        return override
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    return capability if capability in CPU_CAPABILITY_FLAGS else "default"
+
+
+def extension_kwargs() -> dict:
+    """ext_modules and cmdclass for setup(), or nothing when the extension is not to be built."""
+    if os.environ.get("MINITORCH_NO_EXTENSION") == "1":
+        return {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError as e:  # torch is installed by pip after this script runs: no extension this time
+        print(f"minitorch_nn: not building the extension ({e})", file=sys.stderr)
+        return {}
+
+    sources = ["csrc/ops.cpp", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))]
+    cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.c[pu]*"))
+    use_cuda = torch.version.cuda is not None and CUDA_HOME is not None and bool(cuda_sources)
+    capability = cpu_capability()
+    cxx = [
+        "-O3",  # the inner loops are templates that need inlining to vectorize
+        "-std=c++17",
+        "-Wno-unknown-pragmas",  # torch's vector headers carry `#pragma unroll`, which gcc does not know
+        # ATen's parallel_for is an OpenMP loop in a header: without -fopenmp it runs on one thread.
+        # Only compiled with it, not linked: the GOMP symbols resolve to the libgomp torch already
+        # loaded, so there is one OpenMP runtime (and one thread pool) in the process.
+        "-fopenmp",
+        # No -ffast-math: it would let the compiler drop NaN and inf handling the tests check.
+        *CPU_CAPABILITY_FLAGS[capability],
+    ]
+    nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    print(f"minitorch_nn: building the {'CUDA' if use_cuda else 'CPU'} extension, CPU vector ISA {capability}")
+    if use_cuda:
+        ext = CUDAExtension(
+            "minitorch_nn._C",
+            sources + cuda_sources,
+            extra_compile_args={"cxx": [*cxx, "-DMTNN_WITH_CUDA"], "nvcc": nvcc},
+        )
+    else:
+        ext = CppExtension("minitorch_nn._C", sources, extra_compile_args={"cxx": cxx})
+
+    class OptionalBuildExtension(BuildExtension):
+        """Builds the extension, but lets the install go on without it if the compiler fails."""
+
+        def run(self):
+            BUILD_ERROR_FILE.unlink(missing_ok=True)
+            try:
+                super().run()
+            except Exception as e:  # the compiler's output is above; keep the last line of why
+                reason = "".join(traceback.format_exception_only(type(e), e)).strip()
+                BUILD_ERROR_FILE.write_text(reason + "\n")
+                print(f"\nminitorch_nn: the extension failed to build; installing without it.\n{reason}\n")
+
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}}
+
 
 setup(
     name="minitorch_nn",
@@ -36,4 +133,5 @@ setup(
         "Intended Audience :: Science/Research",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
+    **extension_kwargs(),
 )

@@ -1,0 +1,783 @@
+// Fused normalization + activation on the CPU: LayerNorm+act and BatchNorm+act, forward and backward.
+//
+// Dimensions, named once:
+//   LayerNorm:  M rows (everything before normalized_shape) × N values per row.
+//   BatchNorm:  C channels; each channel reduces over R = batch × spatial values.
+//               NCHW stores a channel as B segments of S = H·W contiguous values;
+//               channels_last (and 2-D (B, C) input) stores R rows of C contiguous channels.
+//
+// The math (minitorch_nn/functional/normalization.py derives it, term by term):
+//   forward   x̂ = (x − μ)·rstd,  z = γ·x̂ + β,  y = f(z)             rstd = 1/√(σ² + eps)
+//   backward  dz = dy·f'(z),  dβ = Σ dz,  dγ = Σ dz·x̂
+//             dx = γ·rstd·(dz − mean(dz) − x̂·mean(dz·x̂))   (training: terms 1, 2, 3)
+//             dx = γ·rstd·dz                                (BatchNorm eval: statistics are constants)
+//
+// Memory traffic is what costs here (a few flops per byte), so:
+//   * the forward reads x from memory once per row for the statistics (the row then sits in L1/L2
+//     for the second statistics pass and the output pass) and writes y once;
+//   * nothing but μ and rstd is saved: the backward recomputes x̂, z and f'(z) from x, which is
+//     cheaper than writing and re-reading a saved pre-activation tensor;
+//   * inner loops are ATen Vectorized<acc_t> (16 floats with AVX-512), with a scalar tail so
+//     every row length works, not only multiples of the vector width.
+//
+// Accumulation is in acc_t (float for float and bfloat16, double for double). Long sums are
+// split into blocks of at most kBlock values whose vector partial sums are added in double, so
+// the rounding error grows with the block length, not with the whole reduction.
+//
+// Reductions across rows (dγ, dβ, BatchNorm channels_last statistics) give each of a fixed
+// number of chunks its own partial sums and add them in chunk order afterwards: the result
+// does not depend on which thread ran which chunk, so repeated runs are bitwise identical.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../ops.h"
+#include "vec_math.h"
+
+namespace minitorch_nn {
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t kBlock = 1024;  // values per float partial sum before it is added in double
+
+// ---------------------------------------------------------------------------------------------
+// Loads and stores of acc_t vectors from tensors of scalar_t (bfloat16 is widened to float).
+
+template <typename acc_t>
+inline Vectorized<acc_t> load(const acc_t* p) {
+  return Vectorized<acc_t>::loadu(p);
+}
+template <typename acc_t>
+inline Vectorized<acc_t> load(const acc_t* p, int64_t n) {
+  return Vectorized<acc_t>::loadu(p, n);
+}
+inline Vectorized<float> load(const at::BFloat16* p, int64_t n = Vectorized<float>::size()) {
+  alignas(64) float buf[Vectorized<float>::size()] = {};
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(p[i]);
+  return Vectorized<float>::loadu(buf);
+}
+template <typename acc_t>
+inline void store(acc_t* p, const Vectorized<acc_t>& v) {
+  v.store(p);
+}
+template <typename acc_t>
+inline void store(acc_t* p, const Vectorized<acc_t>& v, int64_t n) {
+  v.store(p, n);
+}
+inline void store(at::BFloat16* p, const Vectorized<float>& v, int64_t n = Vectorized<float>::size()) {
+  alignas(64) float buf[Vectorized<float>::size()];
+  v.store(buf);
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<at::BFloat16>(buf[i]);
+}
+
+template <typename acc_t>
+inline double hsum(const Vectorized<acc_t>& v) {
+  alignas(64) acc_t buf[Vectorized<acc_t>::size()];
+  v.store(buf);
+  double s = 0;
+  for (int64_t i = 0; i < Vectorized<acc_t>::size(); ++i) s += buf[i];
+  return s;
+}
+
+// Σ_{i<n} g(x[i]) for a contiguous run x[0..n), g applied to acc_t vectors and to acc_t scalars.
+// Four independent vector accumulators hide the add latency; blocks of kBlock go to double.
+template <typename scalar_t, typename acc_t, typename G>
+double block_sum(const scalar_t* x, int64_t n, const G& g) {
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  double total = 0;
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min(kBlock, n - start);
+    const scalar_t* p = x + start;
+    V a0(0), a1(0), a2(0), a3(0);
+    int64_t i = 0;
+    for (; i + 4 * K <= len; i += 4 * K) {
+      a0 += g(load(p + i));
+      a1 += g(load(p + i + K));
+      a2 += g(load(p + i + 2 * K));
+      a3 += g(load(p + i + 3 * K));
+    }
+    for (; i + K <= len; i += K) a0 += g(load(p + i));
+    acc_t tail = 0;
+    for (; i < len; ++i) tail += g(static_cast<acc_t>(p[i]));
+    total += hsum<acc_t>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
+  }
+  return total;
+}
+
+// Splits [0, n) into `chunks` contiguous ranges and runs fn(chunk, begin, end) on each, in
+// parallel. The split depends only on n and chunks, so per-chunk partial sums are reproducible.
+template <typename F>
+void for_each_chunk(int64_t n, int64_t chunks, const F& fn) {
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) fn(c, n * c / chunks, n * (c + 1) / chunks);
+  });
+}
+
+inline int64_t num_chunks(int64_t rows, int64_t min_rows_per_chunk) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / std::max<int64_t>(1, min_rows_per_chunk)));
+}
+
+// Writes y[i] = f((x[i] − μ)·scale + β) for i < n (BatchNorm: μ, scale = γ·rstd and β per channel).
+// Subtracting μ first, rather than folding it into one shift β − μ·scale as a single multiply-add
+// would, keeps the result accurate when |μ| ≫ σ; the extra subtraction is free next to the memory
+// traffic.
+template <Act A, typename scalar_t, typename acc_t>
+void affine_act_run(const scalar_t* x, scalar_t* y, int64_t n, acc_t mu, acc_t scale, acc_t beta) {
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  const V vm(mu), vs(scale), vb(beta);
+  int64_t i = 0;
+  for (; i + K <= n; i += K) store(y + i, act_forward<A>(at::vec::fmadd(load(x + i) - vm, vs, vb)));
+  if (i < n) store(y + i, act_forward<A>(at::vec::fmadd(load(x + i, n - i) - vm, vs, vb)), n - i);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm + activation
+
+template <Act A, typename scalar_t>
+void layer_norm_act_forward_kernel(const scalar_t* X, const at::opmath_type<scalar_t>* W,
+                                   const at::opmath_type<scalar_t>* B, scalar_t* Y,
+                                   at::opmath_type<scalar_t>* mean_out, at::opmath_type<scalar_t>* rstd_out,
+                                   int64_t M, int64_t N, double eps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  // Enough rows per task that a task moves ~64 KiB: scheduling costs less than the work.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(N, 1));
+  at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const scalar_t* x = X + r * N;
+      scalar_t* y = Y + r * N;
+      // Two passes over the row for the statistics: the mean, then Σ(x − μ)². The second pass
+      // reads the row from cache, and avoids the cancellation of E[x²] − μ².
+      const double mu = block_sum<scalar_t, acc_t>(x, N, [](auto v) { return v; }) / N;
+      const acc_t mu_a = static_cast<acc_t>(mu);
+      const V vmu(mu_a);
+      const double m2 = block_sum<scalar_t, acc_t>(x, N, [&](auto v) {
+        if constexpr (std::is_same_v<decltype(v), V>) {
+          const V d = v - vmu;
+          return d * d;
+        } else {
+          const acc_t d = v - mu_a;
+          return d * d;
+        }
+      });
+      const acc_t rstd = static_cast<acc_t>(1.0 / std::sqrt(m2 / N + eps));
+      mean_out[r] = mu_a;
+      rstd_out[r] = rstd;
+      // y = f((x − μ)·rstd·γ + β).
+      const V vr(rstd);
+      int64_t j = 0;
+      for (; j + K <= N; j += K) {
+        store(y + j, act_forward<A>(at::vec::fmadd((load(x + j) - vmu) * vr, load(W + j), load(B + j))));
+      }
+      if (j < N) {
+        const int64_t n = N - j;
+        store(y + j, act_forward<A>(at::vec::fmadd((load(x + j, n) - vmu) * vr, load(W + j, n), load(B + j, n))), n);
+      }
+    }
+  });
+}
+
+// dx for each row, and per-chunk partial sums of dγ = Σ dz·x̂ and dβ = Σ dz.
+template <Act A, typename scalar_t>
+void layer_norm_act_backward_kernel(const scalar_t* dY, const scalar_t* X, const at::opmath_type<scalar_t>* mean,
+                                    const at::opmath_type<scalar_t>* rstd, const at::opmath_type<scalar_t>* W,
+                                    const at::opmath_type<scalar_t>* B, scalar_t* dX,
+                                    at::opmath_type<scalar_t>* dW_partial, at::opmath_type<scalar_t>* dB_partial,
+                                    int64_t chunks, int64_t M, int64_t N) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  for_each_chunk(M, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
+    acc_t* dW = dW_partial ? dW_partial + c * N : nullptr;
+    acc_t* dB = dB_partial ? dB_partial + c * N : nullptr;
+    std::vector<acc_t> g_row(N);  // γ·dz for the row: computed once, read again for dx
+    for (int64_t r = r0; r < r1; ++r) {
+      const scalar_t* x = X + r * N;
+      const scalar_t* dy = dY + r * N;
+      const V vmu(mean[r]), vr(rstd[r]);
+      // Pass 1: dz = dy·f'(z), g = γ·dz, and the row sums Σg and Σg·x̂ of terms 2 and 3.
+      V sum_g(0), sum_gx(0);
+      int64_t j = 0;
+      const auto step = [&](int64_t j, int64_t n) {
+        const V xhat = (load(x + j, n) - vmu) * vr;
+        const V w = load(W + j, n);
+        const V dz = load(dy + j, n) * act_derivative<A>(at::vec::fmadd(xhat, w, load(B + j, n)));
+        const V g = dz * w;
+        store(g_row.data() + j, g, n);
+        if (dW) store(dW + j, at::vec::fmadd(dz, xhat, load(dW + j, n)), n);
+        if (dB) store(dB + j, dz + load(dB + j, n), n);
+        sum_g += g;  // lanes past n are zero: load(p, n) zero-fills them, and f'(β=0)·0 = 0
+        sum_gx = at::vec::fmadd(g, xhat, sum_gx);
+      };
+      for (; j + K <= N; j += K) step(j, K);
+      if (j < N) step(j, N - j);
+      // Pass 2: dx = rstd·(g − mean(g) − x̂·mean(g·x̂))   (terms 1, 2 and 3).
+      const V mean_g(static_cast<acc_t>(hsum<acc_t>(sum_g) / N));
+      const V mean_gx(static_cast<acc_t>(hsum<acc_t>(sum_gx) / N));
+      scalar_t* dx = dX + r * N;
+      for (j = 0; j < N; j += K) {
+        const int64_t n = std::min<int64_t>(K, N - j);
+        const V xhat = (load(x + j, n) - vmu) * vr;
+        store(dx + j, vr * (load(g_row.data() + j, n) - mean_g - xhat * mean_gx), n);
+      }
+    }
+  });
+}
+
+int64_t prod(at::IntArrayRef shape) {
+  int64_t p = 1;
+  for (auto s : shape) p *= s;
+  return p;
+}
+
+void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef normalized_shape,
+                             const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(!normalized_shape.empty(), "layer_norm_act: normalized_shape must have at least one dim");
+  const int64_t k = static_cast<int64_t>(normalized_shape.size());
+  TORCH_CHECK(input.dim() >= k && input.sizes().slice(input.dim() - k).equals(normalized_shape),
+              "layer_norm_act: input of shape ", input.sizes(), " does not end in normalized_shape ",
+              normalized_shape);
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()) && input.scalar_type() != at::kHalf,
+              "layer_norm_act: expected float32, float64 or bfloat16 input, got ", input.scalar_type());
+  for (const auto* p : {&weight, &bias}) {
+    if (p->has_value() && (*p)->defined()) {
+      const auto& t = **p;
+      const char* name = p == &weight ? "weight" : "bias";
+      TORCH_CHECK(t.sizes().equals(normalized_shape), "layer_norm_act: expected ", name, " of shape ",
+                  normalized_shape, ", got ", t.sizes());
+      TORCH_CHECK(t.device() == input.device(), "layer_norm_act: ", name, " is on ", t.device(), " but input is on ",
+                  input.device());
+      TORCH_CHECK(t.scalar_type() == input.scalar_type(), "layer_norm_act: ", name, " has dtype ", t.scalar_type(),
+                  " but input has dtype ", input.scalar_type());
+    }
+  }
+}
+
+// γ and β as contiguous acc_t vectors of length N (ones and zeros when absent), so the kernels
+// have one code path. N values: negligible next to the M·N of the input.
+std::pair<at::Tensor, at::Tensor> affine_or_identity(const std::optional<at::Tensor>& weight,
+                                                     const std::optional<at::Tensor>& bias, int64_t N,
+                                                     at::ScalarType acc, const at::Tensor& like) {
+  const auto opts = like.options().dtype(acc);
+  at::Tensor w = weight.has_value() && weight->defined() ? weight->reshape({N}).to(acc).contiguous()
+                                                         : at::ones({N}, opts);
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->reshape({N}).to(acc).contiguous() : at::zeros({N}, opts);
+  return {w, b};
+}
+
+std::vector<int64_t> batch_shape(const at::Tensor& input, int64_t k) {
+  return std::vector<int64_t>(input.sizes().begin(), input.sizes().end() - k);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_cpu(const at::Tensor& input_,
+                                                                  at::IntArrayRef normalized_shape,
+                                                                  const std::optional<at::Tensor>& weight,
+                                                                  const std::optional<at::Tensor>& bias, double eps,
+                                                                  c10::string_view activation) {
+  check_layer_norm_inputs(input_, normalized_shape, weight, bias);
+  const Act act = parse_activation(std::string(activation));
+  const at::Tensor input = input_.contiguous();
+  const int64_t N = prod(normalized_shape);
+  const int64_t M = N == 0 ? 0 : input.numel() / N;
+  const auto acc = at::toOpMathType(input.scalar_type());
+  at::Tensor out = at::empty(input.sizes(), input.options());
+  const auto stat_shape = batch_shape(input, static_cast<int64_t>(normalized_shape.size()));
+  at::Tensor mean = at::empty(stat_shape, input.options().dtype(acc));
+  at::Tensor rstd = at::empty(stat_shape, input.options().dtype(acc));
+  if (M == 0 || N == 0) {
+    // No rows, or empty rows: the mean of nothing is NaN, as torch's layer_norm reports it.
+    mean.fill_(NAN);
+    rstd.fill_(NAN);
+    return {out, mean, rstd};
+  }
+  auto [w, b] = affine_or_identity(weight, bias, N, acc, input);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "layer_norm_act_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_act(act, [&](auto A) {
+      layer_norm_act_forward_kernel<decltype(A)::value, scalar_t>(
+          input.const_data_ptr<scalar_t>(), w.const_data_ptr<acc_t>(), b.const_data_ptr<acc_t>(),
+          out.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), M, N, eps);
+    });
+  });
+  return {out, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_backward_cpu(
+    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& mean_, const at::Tensor& rstd_,
+    at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    c10::string_view activation, std::array<bool, 3> output_mask) {
+  check_layer_norm_inputs(input_, normalized_shape, weight, bias);
+  TORCH_CHECK(grad_out_.sizes().equals(input_.sizes()), "layer_norm_act_backward: grad_out of shape ",
+              grad_out_.sizes(), " does not match input of shape ", input_.sizes());
+  TORCH_CHECK(grad_out_.scalar_type() == input_.scalar_type(), "layer_norm_act_backward: grad_out has dtype ",
+              grad_out_.scalar_type(), " but input has dtype ", input_.scalar_type());
+  const Act act = parse_activation(std::string(activation));
+  const at::Tensor input = input_.contiguous(), grad_out = grad_out_.contiguous();
+  const int64_t N = prod(normalized_shape);
+  const int64_t M = N == 0 ? 0 : input.numel() / N;
+  const auto acc = at::toOpMathType(input.scalar_type());
+  TORCH_CHECK(mean_.numel() == M && rstd_.numel() == M && mean_.scalar_type() == acc && rstd_.scalar_type() == acc,
+              "layer_norm_act_backward: mean and rstd must be the ", M, " ", acc,
+              " statistics saved by layer_norm_act");
+  const at::Tensor mean = mean_.contiguous(), rstd = rstd_.contiguous();
+  const bool has_w = weight.has_value() && weight->defined(), has_b = bias.has_value() && bias->defined();
+  const bool need_dw = output_mask[1] && has_w, need_db = output_mask[2] && has_b;
+
+  at::Tensor grad_input = output_mask[0] ? at::empty(input.sizes(), input.options()) : at::empty({0}, input.options());
+  at::Tensor grad_weight = need_dw ? at::zeros(normalized_shape, input.options()) : at::empty({0}, input.options());
+  at::Tensor grad_bias = need_db ? at::zeros(normalized_shape, input.options()) : at::empty({0}, input.options());
+  if (M == 0 || N == 0 || !(output_mask[0] || need_dw || need_db)) return {grad_input, grad_weight, grad_bias};
+
+  auto [w, b] = affine_or_identity(weight, bias, N, acc, input);
+  // At least 8 rows per chunk, so the partial-sum rows cost little next to the rows they sum.
+  const int64_t chunks = num_chunks(M, 8);
+  at::Tensor dw_partial = need_dw ? at::zeros({chunks, N}, input.options().dtype(acc)) : at::Tensor();
+  at::Tensor db_partial = need_db ? at::zeros({chunks, N}, input.options().dtype(acc)) : at::Tensor();
+  // dx is always computed (it is the expensive part and shares the pass with the sums); when it is
+  // not wanted it goes to a scratch buffer.
+  at::Tensor dx = output_mask[0] ? grad_input : at::empty(input.sizes(), input.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "layer_norm_act_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_act(act, [&](auto A) {
+      layer_norm_act_backward_kernel<decltype(A)::value, scalar_t>(
+          grad_out.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc_t>(),
+          rstd.const_data_ptr<acc_t>(), w.const_data_ptr<acc_t>(), b.const_data_ptr<acc_t>(),
+          dx.mutable_data_ptr<scalar_t>(), need_dw ? dw_partial.mutable_data_ptr<acc_t>() : nullptr,
+          need_db ? db_partial.mutable_data_ptr<acc_t>() : nullptr, chunks, M, N);
+    });
+  });
+  // Chunk partials added in chunk order (a (chunks, N) sum over dim 0): deterministic.
+  if (need_dw) grad_weight.copy_(dw_partial.sum(0).view(normalized_shape));
+  if (need_db) grad_bias.copy_(db_partial.sum(0).view(normalized_shape));
+  return {grad_input, grad_weight, grad_bias};
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchNorm + activation
+//
+// Both layouts reduce to "for each channel c, the values x[c] at R positions". A Layout gives
+// the two loops every pass needs: over the contiguous runs of one channel (NCHW), or over rows
+// of C channels (channels_last).
+
+struct BNShape {
+  int64_t B, C, S;  // batch, channels, spatial positions per sample
+  bool channels_last;
+  int64_t R() const { return B * S; }
+};
+
+// Per-channel Σ g(x) over all R values, for NCHW: runs of S values, parallel over channels.
+template <typename scalar_t, typename acc_t, typename G>
+void channel_sums_nchw(const scalar_t* X, const BNShape& s, double* out, const G& g_of_channel) {
+  at::parallel_for(0, s.C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const auto g = g_of_channel(c);
+      double total = 0;
+      for (int64_t b = 0; b < s.B; ++b) total += block_sum<scalar_t, acc_t>(X + (b * s.C + c) * s.S, s.S, g);
+      out[c] = total;
+    }
+  });
+}
+
+// Per-channel Σ g(x) for channels_last: rows of C channels. Each chunk of rows sums into its own
+// (C,) partials, in blocks of rows (acc_t) added into double; then the chunks in order.
+template <typename scalar_t, typename acc_t, typename G>
+void channel_sums_nhwc(const scalar_t* X, const BNShape& s, double* out, const G& g_vec_scalar) {
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  const int64_t R = s.R(), C = s.C;
+  const int64_t chunks = num_chunks(R, 64);
+  std::vector<double> partial(chunks * C, 0.0);
+  const int64_t block_rows = std::max<int64_t>(1, kBlock / 16);
+  for_each_chunk(R, chunks, [&](int64_t chunk, int64_t r0, int64_t r1) {
+    std::vector<acc_t> block(C);
+    double* part = partial.data() + chunk * C;
+    for (int64_t rb = r0; rb < r1; rb += block_rows) {
+      std::fill(block.begin(), block.end(), acc_t(0));
+      const int64_t rend = std::min(r1, rb + block_rows);
+      for (int64_t r = rb; r < rend; ++r) {
+        const scalar_t* x = X + r * C;
+        int64_t j = 0;
+        for (; j + K <= C; j += K) store(block.data() + j, load(block.data() + j) + g_vec_scalar(load(x + j), j, K));
+        if (j < C) store(block.data() + j, load(block.data() + j, C - j) + g_vec_scalar(load(x + j, C - j), j, C - j), C - j);
+      }
+      for (int64_t j = 0; j < C; ++j) part[j] += block[j];
+    }
+  });
+  for (int64_t j = 0; j < C; ++j) {
+    double t = 0;
+    for (int64_t k = 0; k < chunks; ++k) t += partial[k * C + j];
+    out[j] = t;
+  }
+}
+
+BNShape bn_shape(const at::Tensor& x) {
+  BNShape s{x.size(0), x.size(1), 1, false};
+  for (int64_t d = 2; d < x.dim(); ++d) s.S *= x.size(d);
+  return s;
+}
+
+// The input as the kernels read it: NCHW-contiguous, or channels_last-contiguous (2-D (B, C)
+// input is both). Any other strides are copied into the nearer of the two.
+at::Tensor bn_layout(const at::Tensor& x, bool* channels_last) {
+  if (x.dim() == 2) {
+    *channels_last = true;
+    return x.contiguous();
+  }
+  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    *channels_last = true;
+    return x;
+  }
+  *channels_last = x.dim() == 4 && x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return x.contiguous(*channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+}
+
+void check_batch_norm_inputs(const at::Tensor& input, std::initializer_list<std::pair<const char*, const std::optional<at::Tensor>*>> params) {
+  TORCH_CHECK(input.dim() >= 2, "batch_norm_act: expected input with at least 2 dims (N, C, ...), got ", input.dim());
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()) && input.scalar_type() != at::kHalf,
+              "batch_norm_act: expected float32, float64 or bfloat16 input, got ", input.scalar_type());
+  const int64_t C = input.size(1);
+  for (const auto& [name, p] : params) {
+    if (p->has_value() && (*p)->defined()) {
+      const auto& t = **p;
+      TORCH_CHECK(t.dim() == 1 && t.size(0) == C, "batch_norm_act: expected ", name, " of shape [", C, "], got ",
+                  t.sizes());
+      TORCH_CHECK(t.device() == input.device(), "batch_norm_act: ", name, " is on ", t.device(), " but input is on ",
+                  input.device());
+      TORCH_CHECK(at::isFloatingType(t.scalar_type()), "batch_norm_act: ", name, " must be floating point, got ",
+                  t.scalar_type());
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cpu(
+    const at::Tensor& input_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
+    double momentum, double eps, c10::string_view activation) {
+  check_batch_norm_inputs(input_, {{"weight", &weight},
+                                   {"bias", &bias},
+                                   {"running_mean", &running_mean},
+                                   {"running_var", &running_var}});
+  const Act act = parse_activation(std::string(activation));
+  const bool has_rm = running_mean.has_value() && running_mean->defined();
+  const bool has_rv = running_var.has_value() && running_var->defined();
+  TORCH_CHECK(has_rm == has_rv, "batch_norm_act: running_mean and running_var must both be given or both be None");
+  TORCH_CHECK(training || has_rm, "batch_norm_act: running_mean and running_var are required in eval mode");
+  bool cl = false;
+  const at::Tensor input = bn_layout(input_, &cl);
+  BNShape s = bn_shape(input);
+  s.channels_last = cl;
+  const int64_t C = s.C, R = s.R();
+  const auto acc = at::toOpMathType(input.scalar_type());
+  const auto acc_opts = input.options().dtype(acc);
+  // The output has the input's layout (torch's preserve_format); the kernels write NCHW or
+  // channels_last, so any other layout (rare: a permuted dense input) is written then copied.
+  at::Tensor result = at::empty_like(input_);
+  at::Tensor out = result.strides() == input.strides() ? result : at::empty_like(input);
+  at::Tensor save_mean = at::empty({C}, acc_opts), save_rstd = at::empty({C}, acc_opts);
+  // Updated running statistics (training with running buffers only), in the buffers' dtype.
+  const bool update = training && has_rm;
+  at::Tensor new_rm = update ? at::empty({C}, running_mean->options()) : at::empty({0}, acc_opts);
+  at::Tensor new_rv = update ? at::empty({C}, running_var->options()) : at::empty({0}, acc_opts);
+  // One value per channel has no variance to normalize by (torch raises ValueError for it too).
+  TORCH_CHECK_VALUE(!training || R != 1, "Expected more than 1 value per channel when training, got input size ",
+                    input_.sizes());
+  if (C == 0) return {result, save_mean, save_rstd, new_rm, new_rv};
+  if (R == 0) {
+    // Nothing to normalize. Training on an empty batch: NaN statistics (the mean of nothing),
+    // running statistics unchanged; eval: the running statistics.
+    if (training) {
+      save_mean.fill_(NAN);
+      save_rstd.fill_(NAN);
+      if (update) {
+        new_rm.copy_(*running_mean);
+        new_rv.copy_(*running_var);
+      }
+    } else {
+      save_mean.copy_(*running_mean);
+      save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
+    }
+    return {result, save_mean, save_rstd, new_rm, new_rv};
+  }
+  auto [w, b] = affine_or_identity(weight, bias, C, acc, input);
+
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using V = Vectorized<acc_t>;
+    const scalar_t* X = input.const_data_ptr<scalar_t>();
+    acc_t* mean = save_mean.mutable_data_ptr<acc_t>();
+    acc_t* rstd = save_rstd.mutable_data_ptr<acc_t>();
+    if (training) {
+      // Two passes: the mean, then Σ(x − μ)² (no E[x²] − μ² cancellation).
+      std::vector<double> sum(C), m2(C);
+      if (!s.channels_last) {
+        channel_sums_nchw<scalar_t, acc_t>(X, s, sum.data(), [](int64_t) { return [](auto v) { return v; }; });
+        for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<acc_t>(sum[c] / R);
+        channel_sums_nchw<scalar_t, acc_t>(X, s, m2.data(), [&](int64_t c) {
+          const acc_t mu = mean[c];
+          return [mu](auto v) {
+            const auto d = v - decltype(v)(mu);
+            return d * d;
+          };
+        });
+      } else {
+        channel_sums_nhwc<scalar_t, acc_t>(X, s, sum.data(), [](const V& v, int64_t, int64_t) { return v; });
+        for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<acc_t>(sum[c] / R);
+        channel_sums_nhwc<scalar_t, acc_t>(
+            X, s, m2.data(),
+            [&](const V& v, int64_t j, int64_t n) {
+              const V d = v - load(mean + j, n);
+              return d * d;  // lanes past n: (0 − 0)² = 0, as load zero-fills both
+            });
+      }
+      std::vector<acc_t> rm_value(C), rv_value(C);
+      for (int64_t c = 0; c < C; ++c) {
+        const double var = m2[c] / R;
+        rstd[c] = static_cast<acc_t>(1.0 / std::sqrt(var + eps));
+        rv_value[c] = static_cast<acc_t>(m2[c] / (R - 1));  // the running variance is unbiased
+      }
+      if (update) {
+        // running = (1 − momentum)·running + momentum·batch, in acc_t as torch computes it.
+        at::Tensor rm = running_mean->to(acc).contiguous(), rv = running_var->to(acc).contiguous();
+        const acc_t* prm = rm.const_data_ptr<acc_t>();
+        const acc_t* prv = rv.const_data_ptr<acc_t>();
+        const acc_t m = static_cast<acc_t>(momentum);
+        for (int64_t c = 0; c < C; ++c) {
+          rm_value[c] = m * mean[c] + (acc_t(1) - m) * prm[c];
+          rv_value[c] = m * rv_value[c] + (acc_t(1) - m) * prv[c];
+        }
+        new_rm.copy_(at::from_blob(rm_value.data(), {C}, acc_opts.device(at::kCPU)));
+        new_rv.copy_(at::from_blob(rv_value.data(), {C}, acc_opts.device(at::kCPU)));
+      }
+    } else {
+      save_mean.copy_(*running_mean);
+      save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
+    }
+    // y = f((x − μ)·scale + β), scale = γ·rstd.
+    std::vector<acc_t> scale(C);
+    const acc_t* pw = w.const_data_ptr<acc_t>();
+    const acc_t* pb = b.const_data_ptr<acc_t>();
+    for (int64_t c = 0; c < C; ++c) scale[c] = pw[c] * rstd[c];
+    scalar_t* Y = out.mutable_data_ptr<scalar_t>();
+    dispatch_act(act, [&](auto A) {
+      constexpr Act kA = decltype(A)::value;
+      if (!s.channels_last) {
+        at::parallel_for(0, s.B * C, std::max<int64_t>(1, (int64_t{1} << 14) / s.S), [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t c = i % C;
+            affine_act_run<kA>(X + i * s.S, Y + i * s.S, s.S, mean[c], scale[c], pb[c]);
+          }
+        });
+      } else {
+        constexpr int64_t K = V::size();
+        at::parallel_for(0, R, std::max<int64_t>(1, (int64_t{1} << 14) / C), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const scalar_t* x = X + r * C;
+            scalar_t* y = Y + r * C;
+            int64_t j = 0;
+            for (; j + K <= C; j += K)
+              store(y + j, act_forward<kA>(at::vec::fmadd(load(x + j) - load(mean + j), load(scale.data() + j), load(pb + j))));
+            if (j < C) {
+              const int64_t n = C - j;
+              const V z = at::vec::fmadd(load(x + j, n) - load(mean + j, n), load(scale.data() + j, n), load(pb + j, n));
+              store(y + j, act_forward<kA>(z), n);
+            }
+          }
+        });
+      }
+    });
+  });
+  if (!out.is_same(result)) result.copy_(out);
+  return {result, save_mean, save_rstd, new_rm, new_rv};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
+    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& save_mean_, const at::Tensor& save_rstd_,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, bool training,
+    c10::string_view activation, std::array<bool, 3> output_mask) {
+  check_batch_norm_inputs(input_, {{"weight", &weight}, {"bias", &bias}});
+  TORCH_CHECK(grad_out_.sizes().equals(input_.sizes()), "batch_norm_act_backward: grad_out of shape ",
+              grad_out_.sizes(), " does not match input of shape ", input_.sizes());
+  TORCH_CHECK(grad_out_.scalar_type() == input_.scalar_type(), "batch_norm_act_backward: grad_out has dtype ",
+              grad_out_.scalar_type(), " but input has dtype ", input_.scalar_type());
+  const Act act = parse_activation(std::string(activation));
+  bool cl = false;
+  const at::Tensor input = bn_layout(input_, &cl);
+  // grad_out in the same layout as input, so one index walks both.
+  const at::Tensor grad_out =
+      grad_out_.contiguous(cl && input.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  BNShape s = bn_shape(input);
+  s.channels_last = cl;
+  const int64_t C = s.C, R = s.R();
+  const auto acc = at::toOpMathType(input.scalar_type());
+  TORCH_CHECK(save_mean_.numel() == C && save_rstd_.numel() == C && save_mean_.scalar_type() == acc &&
+                  save_rstd_.scalar_type() == acc,
+              "batch_norm_act_backward: save_mean and save_rstd must be the ", C, " ", acc,
+              " statistics returned by batch_norm_act");
+  const at::Tensor save_mean = save_mean_.contiguous(), save_rstd = save_rstd_.contiguous();
+  const bool has_w = weight.has_value() && weight->defined(), has_b = bias.has_value() && bias->defined();
+  const bool need_dw = output_mask[1] && has_w, need_db = output_mask[2] && has_b;
+  // grad_input in the input's layout, like the forward's output (see batch_norm_act_cpu).
+  at::Tensor result = output_mask[0] ? at::empty_like(input_) : at::empty({0}, input.options());
+  at::Tensor grad_input = !output_mask[0] || result.strides() == input.strides() ? result : at::empty_like(input);
+  at::Tensor grad_weight = need_dw ? at::zeros({C}, weight->options()) : at::empty({0}, input.options());
+  at::Tensor grad_bias = need_db ? at::zeros({C}, bias->options()) : at::empty({0}, input.options());
+  if (C == 0 || R == 0) return {result, grad_weight, grad_bias};
+  auto [w, b] = affine_or_identity(weight, bias, C, acc, input);
+
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using V = Vectorized<acc_t>;
+    constexpr int64_t K = V::size();
+    const scalar_t* X = input.const_data_ptr<scalar_t>();
+    const scalar_t* dY = grad_out.const_data_ptr<scalar_t>();
+    const acc_t* mean = save_mean.const_data_ptr<acc_t>();
+    const acc_t* rstd = save_rstd.const_data_ptr<acc_t>();
+    const acc_t* pw = w.const_data_ptr<acc_t>();
+    const acc_t* pb = b.const_data_ptr<acc_t>();
+    // The forward's pre-activation, recomputed: x̂ = (x − μ)·rstd, z = γ·x̂ + β, dz = dy·f'(z).
+    std::vector<double> sum_dz(C, 0.0), sum_dz_xhat(C, 0.0);
+    dispatch_act(act, [&](auto A) {
+      constexpr Act kA = decltype(A)::value;
+      // x̂ and dz for n ≤ K values of one channel (μ, rstd, γ, β given as vectors).
+      const auto xhat_dz = [](const V& x, const V& dy, const V& mu, const V& r, const V& g, const V& bb) {
+        const V xhat = (x - mu) * r;
+        return std::make_pair(xhat, dy * act_derivative<kA>(at::vec::fmadd(xhat, g, bb)));
+      };
+      // Pass 1: per channel Σdz and Σdz·x̂ (= dβ and dγ; terms 2 and 3 of dx in training).
+      // dz depends on x and dy together, so these sums walk both tensors. Lanes past n load
+      // dy = 0, so dz = 0 there and they add nothing.
+      if (!s.channels_last) {
+        at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+          for (int64_t c = c0; c < c1; ++c) {
+            const V vmu(mean[c]), vr(rstd[c]), vg(pw[c]), vb(pb[c]);
+            double t_dz = 0, t_dzx = 0;
+            for (int64_t bi = 0; bi < s.B; ++bi) {
+              const scalar_t* x = X + (bi * C + c) * s.S;
+              const scalar_t* dy = dY + (bi * C + c) * s.S;
+              for (int64_t start = 0; start < s.S; start += kBlock) {
+                const int64_t end = std::min(s.S, start + kBlock);
+                V a(0), ax(0);
+                for (int64_t i = start; i < end; i += K) {
+                  const int64_t n = std::min<int64_t>(K, end - i);
+                  const auto [xhat, dz] = xhat_dz(load(x + i, n), load(dy + i, n), vmu, vr, vg, vb);
+                  a += dz;
+                  ax = at::vec::fmadd(dz, xhat, ax);
+                }
+                t_dz += hsum<acc_t>(a);
+                t_dzx += hsum<acc_t>(ax);
+              }
+            }
+            sum_dz[c] = t_dz;
+            sum_dz_xhat[c] = t_dzx;
+          }
+        });
+      } else {
+        const int64_t chunks = num_chunks(R, 64);
+        std::vector<double> part(2 * chunks * C, 0.0);
+        const int64_t block_rows = std::max<int64_t>(1, kBlock / 16);
+        for_each_chunk(R, chunks, [&](int64_t chunk, int64_t r0, int64_t r1) {
+          std::vector<acc_t> a(C), ax(C);
+          double* p_dz = part.data() + 2 * chunk * C;
+          double* p_dzx = p_dz + C;
+          for (int64_t rb = r0; rb < r1; rb += block_rows) {
+            std::fill(a.begin(), a.end(), acc_t(0));
+            std::fill(ax.begin(), ax.end(), acc_t(0));
+            const int64_t rend = std::min(r1, rb + block_rows);
+            for (int64_t r = rb; r < rend; ++r) {
+              for (int64_t j = 0; j < C; j += K) {
+                const int64_t n = std::min<int64_t>(K, C - j);
+                const auto [xhat, dz] = xhat_dz(load(X + r * C + j, n), load(dY + r * C + j, n), load(mean + j, n),
+                                                load(rstd + j, n), load(pw + j, n), load(pb + j, n));
+                store(a.data() + j, load(a.data() + j, n) + dz, n);
+                store(ax.data() + j, at::vec::fmadd(dz, xhat, load(ax.data() + j, n)), n);
+              }
+            }
+            for (int64_t j = 0; j < C; ++j) {
+              p_dz[j] += a[j];
+              p_dzx[j] += ax[j];
+            }
+          }
+        });
+        for (int64_t j = 0; j < C; ++j) {
+          for (int64_t k = 0; k < chunks; ++k) {
+            sum_dz[j] += part[2 * k * C + j];
+            sum_dz_xhat[j] += part[2 * k * C + C + j];
+          }
+        }
+      }
+      if (!output_mask[0]) return;
+      // Pass 2: dx = γ·rstd·(dz − mean(dz) − x̂·mean(dz·x̂)) in training, γ·rstd·dz in eval;
+      // per channel, dx = k·dz + k_x̂·x̂ + k_1 with k = γ·rstd, k_x̂ = −k·mean(dz·x̂), k_1 = −k·mean(dz).
+      std::vector<acc_t> k_dz(C), k_xhat(C), k_one(C);
+      for (int64_t c = 0; c < C; ++c) {
+        const double k = static_cast<double>(pw[c]) * rstd[c];
+        k_dz[c] = static_cast<acc_t>(k);
+        k_xhat[c] = static_cast<acc_t>(training ? -k * sum_dz_xhat[c] / R : 0.0);
+        k_one[c] = static_cast<acc_t>(training ? -k * sum_dz[c] / R : 0.0);
+      }
+      scalar_t* dX = grad_input.mutable_data_ptr<scalar_t>();
+      const auto dx_run = [&](int64_t offset, int64_t n, const V& mu, const V& r, const V& g, const V& bb, const V& k,
+                              const V& kx, const V& k1) {
+        const auto [xhat, dz] = xhat_dz(load(X + offset, n), load(dY + offset, n), mu, r, g, bb);
+        store(dX + offset, at::vec::fmadd(dz, k, at::vec::fmadd(xhat, kx, k1)), n);
+      };
+      if (!s.channels_last) {
+        at::parallel_for(0, s.B * C, std::max<int64_t>(1, (int64_t{1} << 13) / s.S), [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t c = i % C;
+            const V vmu(mean[c]), vr(rstd[c]), vg(pw[c]), vb(pb[c]), k(k_dz[c]), kx(k_xhat[c]), k1(k_one[c]);
+            for (int64_t j = 0; j < s.S; j += K) dx_run(i * s.S + j, std::min<int64_t>(K, s.S - j), vmu, vr, vg, vb, k, kx, k1);
+          }
+        });
+      } else {
+        at::parallel_for(0, R, std::max<int64_t>(1, (int64_t{1} << 13) / C), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t j = 0; j < C; j += K) {
+              const int64_t n = std::min<int64_t>(K, C - j);
+              dx_run(r * C + j, n, load(mean + j, n), load(rstd + j, n), load(pw + j, n), load(pb + j, n),
+                     load(k_dz.data() + j, n), load(k_xhat.data() + j, n), load(k_one.data() + j, n));
+            }
+          }
+        });
+      }
+    });
+    if (need_dw) {
+      std::vector<acc_t> v(C);
+      for (int64_t c = 0; c < C; ++c) v[c] = static_cast<acc_t>(sum_dz_xhat[c]);
+      grad_weight.copy_(at::from_blob(v.data(), {C}, input.options().dtype(acc).device(at::kCPU)));
+    }
+    if (need_db) {
+      std::vector<acc_t> v(C);
+      for (int64_t c = 0; c < C; ++c) v[c] = static_cast<acc_t>(sum_dz[c]);
+      grad_bias.copy_(at::from_blob(v.data(), {C}, input.options().dtype(acc).device(at::kCPU)));
+    }
+  });
+  if (output_mask[0] && !grad_input.is_same(result)) result.copy_(grad_input);
+  return {result, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(minitorch_nn, CPU, m) {
+  m.impl("layer_norm_act", &layer_norm_act_cpu);
+  m.impl("layer_norm_act_backward", &layer_norm_act_backward_cpu);
+  m.impl("batch_norm_act", &batch_norm_act_cpu);
+  m.impl("batch_norm_act_backward", &batch_norm_act_backward_cpu);
+}
+
+}  // namespace minitorch_nn
