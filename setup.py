@@ -126,6 +126,8 @@ setup(
     extras_require={
         "test": ["pytest>=8.0", "hypothesis>=6.100"],
         "lint": ["ruff==0.17.6"],
+        # The digits training example (minitorch_nn.examples.digits): the dataset ships inside scikit-learn.
+        "examples": ["scikit-learn>=1.3", "matplotlib>=3.7"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

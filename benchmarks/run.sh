@@ -28,10 +28,12 @@ if ! "$py" -c 'import torch' 2>/dev/null; then
   say "installing $TORCH_SPEC"
   "$py" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC" numpy
 fi
-say "installing minitorch_nn and its test dependencies (torch $("$py" -c 'import torch; print(torch.__version__)'))"
+say "building minitorch_nn (C++ extension included) against torch $("$py" -c 'import torch; print(torch.__version__)'), with its test and example dependencies"
 # No build isolation: the build must see the torch above instead of downloading another.
-"$py" -m pip install --quiet --disable-pip-version-check "setuptools>=64" wheel
-"$py" -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[test]"
+# ninja compiles the extension's files in parallel.
+"$py" -m pip install --quiet --disable-pip-version-check "setuptools>=64" wheel ninja
+"$py" -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[test,examples]"
+"$py" -c 'import minitorch_nn.kernels as K; print("compiled kernels:", "available" if K.AVAILABLE else K.UNAVAILABLE_REASON)' >&2
 
 if [ "${1:-}" = "--setup-only" ]; then
   say "ready: $VENV"

@@ -1,0 +1,226 @@
+"""Fused normalization + activation: the compiled kernels against torch eager, torch.compile and the reference.
+
+Implementations of each case:
+
+* ``torch``: eager and unfused, ``act(F.layer_norm(x))`` / ``act(F.batch_norm(x))``: the baseline;
+* ``kernel``: ``minitorch_nn.kernels`` (csrc/cpu/norm_act.cpp, csrc/cuda/norm_act.cu);
+* ``torch.compile``: the same two torch calls compiled (``dynamic=False``; compile time excluded),
+  which fuses them too: the strongest baseline. Skipped by ``--quick``, where compiling would
+  take longer than the whole run;
+* ``reference``: our Python references (minitorch_nn.functional), unfused.
+
+Memory-bound: ``bytes_moved`` counts one read of x and one write of y for the forward, plus a
+read of x and dy and a write of dx for the backward (statistics and parameters are
+negligible). GB/s is compared with the copy bandwidth measured in the same run, ``x.clone()``:
+the floor for any op that allocates its output.
+
+The "where the time goes" cases take the forward apart, on the same input:
+``clone`` (allocate + read + write), ``copy into a buffer`` (read + write into memory already
+mapped), ``kernel, act=none`` (the normalization alone) and ``kernel, act=gelu``. Allocation costs
+clone minus copy; the statistics pass costs none minus clone; GELU's arithmetic costs gelu
+minus none.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as TF
+
+import minitorch_nn.functional as F
+import minitorch_nn.kernels as K
+
+from .harness import Case, autograd_setup, numel, seeded_inputs, shape_str
+
+TORCH_ACT = {
+    "gelu": TF.gelu,
+    "relu": TF.relu,
+    "silu": TF.silu,
+}
+REFERENCE_ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
+
+
+def _compiled(fn):
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+def _compile_setup(fn, inputs, mode, grad_args):
+    """autograd_setup of a compiled fn, run once in setup so compilation is not timed."""
+    inner = autograd_setup(_compiled(fn), inputs, mode, grad_args)
+
+    def setup():
+        closure = inner()
+        closure()
+        return closure
+
+    return setup
+
+
+def _impls(ours, theirs, reference, inputs, mode, grad_args, compile_too):
+    impls = {
+        "torch": autograd_setup(theirs, inputs, mode, grad_args),
+        "kernel": autograd_setup(ours, inputs, mode, grad_args),
+    }
+    if compile_too:
+        impls["torch.compile"] = _compile_setup(theirs, inputs, mode, grad_args)
+    impls["reference"] = autograd_setup(reference, inputs, mode, grad_args)
+    return impls
+
+
+def layer_norm_cases(device, shapes, act, dtype, compile_too) -> list[Case]:
+    out = []
+    for rows, hidden in shapes:
+        size = rows * hidden * torch.tensor([], dtype=dtype).element_size()
+        inputs = seeded_inputs(
+            lambda r=rows, h=hidden: torch.randn(r, h, device=device, dtype=dtype),
+            lambda h=hidden: torch.rand(h, device=device, dtype=dtype) + 0.5,
+            lambda h=hidden: torch.randn(h, device=device, dtype=dtype),
+        )
+        for mode in ("fwd", "fwd+bwd"):
+            out.append(
+                Case(
+                    "norm_act",
+                    f"layer_norm+{act}",
+                    shape_str((rows, hidden)),
+                    dtype,
+                    mode,
+                    _impls(
+                        lambda x, w, b: K.layer_norm_act(x, x.shape[-1], w, b, activation=act),
+                        lambda x, w, b: TORCH_ACT[act](TF.layer_norm(x, x.shape[-1:], w, b)),
+                        lambda x, w, b: REFERENCE_ACT[act](F.layer_norm(x, x.shape[-1:], w, b)),
+                        inputs,
+                        mode,
+                        (0, 1, 2),
+                        compile_too,
+                    ),
+                    bytes_moved=(2 if mode == "fwd" else 5) * size,
+                    copy_elements=rows * hidden,
+                )
+            )
+    return out
+
+
+def away_from_kink(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
+    """x moved so that no pre-activation z = γ·x̂ + β of batch_norm lies within ``margin`` of 0.
+
+    ReLU's gradient jumps at z = 0. Among millions of values a few z land within rounding
+    of 0, and float32 implementations that round differently then disagree there by a whole
+    |dy| (torch's NCHW and channels_last kernels do, on (32, 64, 56, 56)). Validating a kernel
+    against torch needs the gradient to be well defined, so such x are pushed 2·margin away;
+    this shifts each channel's statistics by ~1e-9, far below the margin.
+    """
+    dims = [d for d in range(x.dim()) if d != 1]
+    view = [1, -1] + [1] * (x.dim() - 2)
+    x64 = x.double()
+    mean = x64.mean(dims, keepdim=True)
+    rstd = (x64.var(dims, unbiased=False, keepdim=True) + 1e-5).rsqrt()
+    scale = rstd * weight.double().view(view)
+    z = (x64 - mean) * scale + bias.double().view(view)
+    near = z.abs() < margin
+    x64 = torch.where(near, x64 + torch.where(z < 0, -2 * margin, 2 * margin) / scale, x64)
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return x64.to(x.dtype).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def batch_norm_cases(device, shapes, act, dtype, compile_too) -> list[Case]:
+    out = []
+    for shape in shapes:
+        channels = shape[1]
+        size = numel(shape) * torch.tensor([], dtype=dtype).element_size()
+        for layout in ("nchw", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+            def inputs(shape=shape, fmt=fmt, channels=channels):
+                torch.manual_seed(0)
+                x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+                w = torch.rand(channels, device=device, dtype=dtype) + 0.5
+                b = torch.randn(channels, device=device, dtype=dtype)
+                running = torch.zeros(channels, device=device, dtype=dtype), torch.ones_like(w)
+                return [away_from_kink(x, w, b) if act == "relu" else x, w, b, *running]
+
+            for mode in ("fwd", "fwd+bwd"):
+                out.append(
+                    Case(
+                        "norm_act",
+                        f"batch_norm+{act} (training, {layout})",
+                        shape_str(shape),
+                        dtype,
+                        mode,
+                        _impls(
+                            lambda x, w, b, rm, rv: K.batch_norm_act(x, rm, rv, w, b, True, activation=act),
+                            lambda x, w, b, rm, rv: TORCH_ACT[act](TF.batch_norm(x, rm, rv, w, b, True)),
+                            lambda x, w, b, rm, rv: REFERENCE_ACT[act](F.batch_norm(x, rm, rv, w, b, True)),
+                            inputs,
+                            mode,
+                            (0, 1, 2),
+                            compile_too,
+                        ),
+                        bytes_moved=(2 if mode == "fwd" else 5) * size,
+                        copy_elements=numel(shape),
+                    )
+                )
+    return out
+
+
+def breakdown_case(device, rows, hidden, dtype) -> Case:
+    """The forward taken apart: allocation, memory traffic, statistics, activation arithmetic."""
+    size = rows * hidden * torch.tensor([], dtype=dtype).element_size()
+
+    def setup(kind):
+        def make():
+            torch.manual_seed(0)
+            x = torch.randn(rows, hidden, device=device, dtype=dtype)
+            w = torch.rand(hidden, device=device, dtype=dtype) + 0.5
+            b = torch.randn(hidden, device=device, dtype=dtype)
+            if kind == "clone":
+                return lambda: x.clone()
+            if kind == "copy":
+                buf = torch.empty_like(x)
+                return lambda: buf.copy_(x)
+            return lambda: K.layer_norm_act(x, hidden, w, b, activation=kind)
+
+        return make
+
+    return Case(
+        "norm_act",
+        "where the time goes (layer_norm+act fwd)",
+        shape_str((rows, hidden)),
+        dtype,
+        "fwd",
+        {
+            "clone": setup("clone"),
+            "copy into a buffer": setup("copy"),
+            "kernel, act=none": setup("none"),
+            "kernel, act=gelu": setup("gelu"),
+        },
+        baseline="clone",
+        bytes_moved=2 * size,
+        copy_elements=rows * hidden,
+        validate=False,  # different ops on purpose
+    )
+
+
+def cases(device: torch.device, quick: bool) -> list[Case]:
+    if not K.AVAILABLE:
+        raise RuntimeError(f"the norm_act benchmarks need the compiled kernels: {K.UNAVAILABLE_REASON}")
+    dtype = torch.float32
+    compile_too = not quick
+    if quick:
+        ln_shapes = [(64, 96), (32, 2041 // 8)]
+        bn_shapes = [(4, 8, 6, 6)]
+        breakdown = [(64, 96)]
+    elif device.type == "cuda":
+        ln_shapes = [(8192, 1024), (8192, 4096), (4096, 1024), (4096, 2048), (4096, 4096), (4096, 8192)]
+        ln_shapes += [(4096, 16384), (16384, 4096), (32768, 8192), (4096, 2041)]
+        bn_shapes = [(32, 64, 112, 112), (32, 256, 56, 56), (32, 512, 28, 28), (32, 2048, 7, 7)]
+        breakdown = [(8192, 4096)]
+    else:
+        ln_shapes = [(4096, 768), (8192, 1024), (8192, 4096), (4096, 2041)]
+        bn_shapes = [(32, 64, 56, 56), (32, 256, 28, 28)]
+        breakdown = [(8192, 1024), (8192, 4096)]
+    out = layer_norm_cases(device, ln_shapes, "gelu", dtype, compile_too)
+    out += batch_norm_cases(device, bn_shapes, "relu", dtype, compile_too)
+    out += [breakdown_case(device, r, h, dtype) for r, h in breakdown]
+    if device.type == "cuda" and not quick:
+        out += layer_norm_cases(device, ln_shapes, "gelu", torch.bfloat16, compile_too)
+        out += batch_norm_cases(device, bn_shapes, "relu", torch.bfloat16, compile_too)
+    return out
