@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import activation, conv, dropout, linear, normalization, pooling, report
+from . import activation, conv, dropout, linear, loss, norm_act, normalization, pooling, report
 from .harness import Case, Result, Timer, copy_bandwidth_gbps, cpu_threads, run_case
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
@@ -25,6 +25,8 @@ FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
     "conv": conv.cases,
     "dropout": dropout.cases,
     "linear": linear.cases,
+    "loss": loss.cases,
+    "norm_act": norm_act.cases,
     "normalization": normalization.cases,
     "pooling": pooling.cases,
 }

@@ -152,7 +152,7 @@ def assert_same_as_torch(
     if not ours_leaves or not out.requires_grad:
         return
     assert ours_leaves.keys() == {k for k, v in oracle_leaves.items() if v.requires_grad}
-    grad_out = upstream_gradient(out.shape, out.dtype, seed)
+    grad_out = upstream_gradient(out.shape, out.dtype, seed).to(out.device)
     names = list(ours_leaves)
     ours_grads = torch.autograd.grad(out, [ours_leaves[n] for n in names], grad_out, allow_unused=True)
     oracle_grads = torch.autograd.grad(expected, [oracle_leaves[n] for n in names], grad_out, allow_unused=True)

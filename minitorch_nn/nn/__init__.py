@@ -12,11 +12,12 @@ assigning a Module as an attribute registers its parameters, a list hides them f
 
 from torch.nn import Module, ModuleDict, ModuleList, Parameter, Sequential
 
-from .activation import GELU, LeakyReLU, Mish, ReLU, Sigmoid, SiLU, Softplus, Tanh
+from .activation import GELU, LeakyReLU, LogSoftmax, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .conv import Conv2d
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Identity, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
@@ -24,9 +25,11 @@ __all__ = [
     "GELU",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
+    "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
     "Conv2d",
+    "CrossEntropyLoss",
     "Dropout",
     "Flatten",
     "GroupNorm",
@@ -34,6 +37,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MaxPool2d",
     "Mish",
     "Module",
@@ -44,6 +48,7 @@ __all__ = [
     "Sequential",
     "SiLU",
     "Sigmoid",
+    "Softmax",
     "Softplus",
     "Tanh",
 ]

@@ -11,7 +11,7 @@ from torch.nn import Module
 
 from .. import functional as F
 
-__all__ = ["GELU", "LeakyReLU", "Mish", "ReLU", "SiLU", "Sigmoid", "Softplus", "Tanh"]
+__all__ = ["GELU", "LeakyReLU", "LogSoftmax", "Mish", "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh"]
 
 
 class _InplaceActivation(Module):
@@ -130,3 +130,42 @@ class Softplus(Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Softmax(Module):
+    r"""``exp(x) / Σ exp(x)`` along ``dim``. See :func:`minitorch_nn.functional.softmax`.
+
+    Not for a classifier's output during training: :class:`CrossEntropyLoss` takes the raw
+    scores and applies log-softmax itself, stably.
+
+    Args:
+        dim: the dimension that sums to one. ``None`` picks one as torch does (deprecated).
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softmax(input, self.dim, _stacklevel=5)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    r"""``x − log Σ exp(x)`` along ``dim``. See :func:`minitorch_nn.functional.log_softmax`.
+
+    Args:
+        dim: the dimension to normalize over. ``None`` picks one as torch does (deprecated).
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.log_softmax(input, self.dim, _stacklevel=5)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
