@@ -78,7 +78,8 @@ def extension_kwargs() -> dict:
     capability = cpu_capability()
     cxx = [
         "-O3",  # the inner loops are templates that need inlining to vectorize
-        "-std=c++17",
+        # No -std flag: torch.utils.cpp_extension adds the standard its headers need (C++20;
+        # torch 2.14's headers do not compile as C++17, and an explicit -std stops it adding one).
         "-Wno-unknown-pragmas",  # torch's vector headers carry `#pragma unroll`, which gcc does not know
         # ATen's parallel_for is an OpenMP loop in a header: without -fopenmp it runs on one thread.
         # Only compiled with it, not linked: the GOMP symbols resolve to the libgomp torch already
@@ -87,7 +88,7 @@ def extension_kwargs() -> dict:
         # No -ffast-math: it would let the compiler drop NaN and inf handling the tests check.
         *CPU_CAPABILITY_FLAGS[capability],
     ]
-    nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
     print(f"minitorch_nn: building the {'CUDA' if use_cuda else 'CPU'} extension, CPU vector ISA {capability}")
     if use_cuda:
         ext = CUDAExtension(

@@ -782,16 +782,10 @@ def test_layer_norm_act_bad_arguments_raise_like_torch(args):
         pytest.param(
             (torch.randn(4, 3), torch.zeros(3), None, None, None, True),
             id="running-mean-without-running-var",
-            marks=pytest.mark.xfail(
-                strict=True, reason="reported: the op raises RuntimeError where torch raises ValueError"
-            ),
         ),
         pytest.param(
             (torch.randn(4, 3), None, None, torch.ones(3, dtype=torch.float64), None, True),
             id="weight-dtype",
-            marks=pytest.mark.xfail(
-                strict=True, reason="reported: float64 weight with float32 input is accepted, torch rejects it"
-            ),
         ),
     ],
 )
@@ -806,9 +800,6 @@ def test_batch_norm_act_bad_arguments_raise_like_torch(args):
             lambda x, w: K.layer_norm_act(x, 3, w, w, activation="none"),
             lambda x, w: TF.layer_norm(x, (3,), w, w),
             id="layer_norm_act",
-            marks=pytest.mark.xfail(
-                strict=True, reason="reported: layer_norm_act rejects float32 γ, β with bfloat16 input"
-            ),
         ),
         pytest.param(
             lambda x, w: K.batch_norm_act(x, None, None, w, w, True, activation="none"),
@@ -844,12 +835,24 @@ def test_one_value_per_channel_in_training_is_a_value_error_from_the_op_itself()
 )
 @pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
 def test_integer_and_float16_input_is_rejected_with_the_supported_dtypes_named(call, dtype):
-    # torch raises NotImplementedError ("not implemented for 'Long'"), a subclass of RuntimeError,
-    # for integers, and computes float16 on the CPU; the kernels raise RuntimeError for both, naming
-    # what they support.
+    # torch raises NotImplementedError ("not implemented for 'Long'") for integers, and computes
+    # float16 on the CPU; the kernels have no float16 version, and raise NotImplementedError for
+    # both, naming what they support.
     x = torch.arange(6).view(2, 3).to(dtype)
-    with pytest.raises(RuntimeError, match="float32, float64 or bfloat16"):
+    with pytest.raises(NotImplementedError, match="float32, float64 or bfloat16"):
         call(x)
+
+
+def test_layer_norm_act_over_empty_rows_differentiates_like_torch():
+    # normalized_shape (0,): three rows of nothing. The statistics keep the batch shape (3,), so
+    # the backward must count rows from the batch shape, not from numel / N.
+    x = torch.randn(3, 0, requires_grad=True)
+    w = torch.randn(0, requires_grad=True)
+    y = K.layer_norm_act(x, 0, w, w, activation="gelu")
+    expected = TF.gelu(TF.layer_norm(x, (0,), w, w))
+    assert y.shape == expected.shape == (3, 0)
+    grads = torch.autograd.grad(y.sum(), (x, w))
+    assert [g.shape for g in grads] == [g.shape for g in torch.autograd.grad(expected.sum(), (x, w))]
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../norm_act_checks.h"
 #include "../ops.h"
 #include "vec_math.h"
 
@@ -129,6 +130,11 @@ void for_each_chunk(int64_t n, int64_t chunks, const F& fn) {
 inline int64_t num_chunks(int64_t rows, int64_t min_rows_per_chunk) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / std::max<int64_t>(1, min_rows_per_chunk)));
 }
+
+// Channels per parallel task when each channel holds R values: enough that a task does ~32K
+// values of work. A tiny input then runs on the calling thread; waking the pool would cost
+// more than the work (tens of microseconds per parallel region).
+inline int64_t channel_grain(int64_t R) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(R, 1)); }
 
 // Writes y[i] = f((x[i] − μ)·scale + β) for i < n (BatchNorm: μ, scale = γ·rstd and β per channel).
 // Subtracting μ first, rather than folding it into one shift β − μ·scale as a single multiply-add
@@ -239,51 +245,6 @@ void layer_norm_act_backward_kernel(const scalar_t* dY, const scalar_t* X, const
   });
 }
 
-int64_t prod(at::IntArrayRef shape) {
-  int64_t p = 1;
-  for (auto s : shape) p *= s;
-  return p;
-}
-
-void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef normalized_shape,
-                             const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(!normalized_shape.empty(), "layer_norm_act: normalized_shape must have at least one dim");
-  const int64_t k = static_cast<int64_t>(normalized_shape.size());
-  TORCH_CHECK(input.dim() >= k && input.sizes().slice(input.dim() - k).equals(normalized_shape),
-              "layer_norm_act: input of shape ", input.sizes(), " does not end in normalized_shape ",
-              normalized_shape);
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()) && input.scalar_type() != at::kHalf,
-              "layer_norm_act: expected float32, float64 or bfloat16 input, got ", input.scalar_type());
-  for (const auto* p : {&weight, &bias}) {
-    if (p->has_value() && (*p)->defined()) {
-      const auto& t = **p;
-      const char* name = p == &weight ? "weight" : "bias";
-      TORCH_CHECK(t.sizes().equals(normalized_shape), "layer_norm_act: expected ", name, " of shape ",
-                  normalized_shape, ", got ", t.sizes());
-      TORCH_CHECK(t.device() == input.device(), "layer_norm_act: ", name, " is on ", t.device(), " but input is on ",
-                  input.device());
-      TORCH_CHECK(t.scalar_type() == input.scalar_type(), "layer_norm_act: ", name, " has dtype ", t.scalar_type(),
-                  " but input has dtype ", input.scalar_type());
-    }
-  }
-}
-
-// γ and β as contiguous acc_t vectors of length N (ones and zeros when absent), so the kernels
-// have one code path. N values: negligible next to the M·N of the input.
-std::pair<at::Tensor, at::Tensor> affine_or_identity(const std::optional<at::Tensor>& weight,
-                                                     const std::optional<at::Tensor>& bias, int64_t N,
-                                                     at::ScalarType acc, const at::Tensor& like) {
-  const auto opts = like.options().dtype(acc);
-  at::Tensor w = weight.has_value() && weight->defined() ? weight->reshape({N}).to(acc).contiguous()
-                                                         : at::ones({N}, opts);
-  at::Tensor b = bias.has_value() && bias->defined() ? bias->reshape({N}).to(acc).contiguous() : at::zeros({N}, opts);
-  return {w, b};
-}
-
-std::vector<int64_t> batch_shape(const at::Tensor& input, int64_t k) {
-  return std::vector<int64_t>(input.sizes().begin(), input.sizes().end() - k);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_cpu(const at::Tensor& input_,
                                                                   at::IntArrayRef normalized_shape,
                                                                   const std::optional<at::Tensor>& weight,
@@ -293,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_cpu(const at::Tens
   const Act act = parse_activation(std::string(activation));
   const at::Tensor input = input_.contiguous();
   const int64_t N = prod(normalized_shape);
-  const int64_t M = N == 0 ? 0 : input.numel() / N;
+  const int64_t M = prod(input.sizes().slice(0, input.dim() - static_cast<int64_t>(normalized_shape.size())));
   const auto acc = at::toOpMathType(input.scalar_type());
   at::Tensor out = at::empty(input.sizes(), input.options());
   const auto stat_shape = batch_shape(input, static_cast<int64_t>(normalized_shape.size()));
@@ -329,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_backward_cpu(
   const Act act = parse_activation(std::string(activation));
   const at::Tensor input = input_.contiguous(), grad_out = grad_out_.contiguous();
   const int64_t N = prod(normalized_shape);
-  const int64_t M = N == 0 ? 0 : input.numel() / N;
+  const int64_t M = prod(input.sizes().slice(0, input.dim() - static_cast<int64_t>(normalized_shape.size())));
   const auto acc = at::toOpMathType(input.scalar_type());
   TORCH_CHECK(mean_.numel() == M && rstd_.numel() == M && mean_.scalar_type() == acc && rstd_.scalar_type() == acc,
               "layer_norm_act_backward: mean and rstd must be the ", M, " ", acc,
@@ -383,7 +344,7 @@ struct BNShape {
 // Per-channel Σ g(x) over all R values, for NCHW: runs of S values, parallel over channels.
 template <typename scalar_t, typename acc_t, typename G>
 void channel_sums_nchw(const scalar_t* X, const BNShape& s, double* out, const G& g_of_channel) {
-  at::parallel_for(0, s.C, 1, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, s.C, channel_grain(s.R()), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const auto g = g_of_channel(c);
       double total = 0;
@@ -431,39 +392,6 @@ BNShape bn_shape(const at::Tensor& x) {
   return s;
 }
 
-// The input as the kernels read it: NCHW-contiguous, or channels_last-contiguous (2-D (B, C)
-// input is both). Any other strides are copied into the nearer of the two.
-at::Tensor bn_layout(const at::Tensor& x, bool* channels_last) {
-  if (x.dim() == 2) {
-    *channels_last = true;
-    return x.contiguous();
-  }
-  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    *channels_last = true;
-    return x;
-  }
-  *channels_last = x.dim() == 4 && x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  return x.contiguous(*channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-}
-
-void check_batch_norm_inputs(const at::Tensor& input, std::initializer_list<std::pair<const char*, const std::optional<at::Tensor>*>> params) {
-  TORCH_CHECK(input.dim() >= 2, "batch_norm_act: expected input with at least 2 dims (N, C, ...), got ", input.dim());
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()) && input.scalar_type() != at::kHalf,
-              "batch_norm_act: expected float32, float64 or bfloat16 input, got ", input.scalar_type());
-  const int64_t C = input.size(1);
-  for (const auto& [name, p] : params) {
-    if (p->has_value() && (*p)->defined()) {
-      const auto& t = **p;
-      TORCH_CHECK(t.dim() == 1 && t.size(0) == C, "batch_norm_act: expected ", name, " of shape [", C, "], got ",
-                  t.sizes());
-      TORCH_CHECK(t.device() == input.device(), "batch_norm_act: ", name, " is on ", t.device(), " but input is on ",
-                  input.device());
-      TORCH_CHECK(at::isFloatingType(t.scalar_type()), "batch_norm_act: ", name, " must be floating point, got ",
-                  t.scalar_type());
-    }
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cpu(
     const at::Tensor& input_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
@@ -475,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
   const Act act = parse_activation(std::string(activation));
   const bool has_rm = running_mean.has_value() && running_mean->defined();
   const bool has_rv = running_var.has_value() && running_var->defined();
-  TORCH_CHECK(has_rm == has_rv, "batch_norm_act: running_mean and running_var must both be given or both be None");
+  TORCH_CHECK_VALUE(has_rm == has_rv, "running_mean and running_var must either both be None or neither be None");
   TORCH_CHECK(training || has_rm, "batch_norm_act: running_mean and running_var are required in eval mode");
   bool cl = false;
   const at::Tensor input = bn_layout(input_, &cl);
@@ -662,7 +590,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
       // dz depends on x and dy together, so these sums walk both tensors. Lanes past n load
       // dy = 0, so dz = 0 there and they add nothing.
       if (!s.channels_last) {
-        at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+        at::parallel_for(0, C, channel_grain(R), [&](int64_t c0, int64_t c1) {
           for (int64_t c = c0; c < c1; ++c) {
             const V vmu(mean[c]), vr(rstd[c]), vg(pw[c]), vb(pb[c]);
             double t_dz = 0, t_dzx = 0;
