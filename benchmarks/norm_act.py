@@ -16,12 +16,17 @@ the floor for any op that allocates its output.
 
 The "where the time goes" cases take the forward apart, on the same input:
 ``clone`` (allocate + read + write), ``copy into a buffer`` (read + write into memory already
-mapped), ``kernel, act=none`` (the normalization alone) and ``kernel, act=gelu``. Allocation costs
-clone minus copy; the statistics pass costs none minus clone; GELU's arithmetic costs gelu
-minus none.
+mapped), ``clone, huge pages`` (a fresh output backed by 2 MiB pages, as the kernels allocate
+theirs), ``kernel, act=none`` (the normalization alone) and ``kernel, act=gelu``. Allocation
+costs clone minus copy (page faults: an output of 32 MiB or more is a fresh mapping); the
+kernels' outputs fault 2 MiB at a time, so their floor is the huge-page clone; GELU's
+arithmetic costs gelu minus none.
 """
 
 from __future__ import annotations
+
+import ctypes
+import sys
 
 import torch
 import torch.nn.functional as TF
@@ -161,6 +166,22 @@ def batch_norm_cases(device, shapes, act, dtype, compile_too) -> list[Case]:
     return out
 
 
+def huge_page_empty_like(x: torch.Tensor) -> torch.Tensor:
+    """torch.empty_like(x), with the OS asked to back it with 2 MiB pages (the kernels' huge_pages()).
+
+    What torch's own allocator does with THP_MEM_ALLOC_ENABLE=1: it shows what the copy floor
+    becomes when allocation stops costing one page fault per 4 KiB.
+    """
+    out = torch.empty_like(x)
+    if x.device.type == "cpu" and sys.platform == "linux" and out.nbytes >= 4 << 20:
+        libc = ctypes.CDLL(None, use_errno=True)
+        page = 4096
+        start = (out.data_ptr() + page - 1) // page * page
+        end = (out.data_ptr() + out.nbytes) // page * page
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 14)  # 14 = MADV_HUGEPAGE
+    return out
+
+
 def breakdown_case(device, rows, hidden, dtype) -> Case:
     """The forward taken apart: allocation, memory traffic, statistics, activation arithmetic."""
     size = rows * hidden * torch.tensor([], dtype=dtype).element_size()
@@ -176,6 +197,8 @@ def breakdown_case(device, rows, hidden, dtype) -> Case:
             if kind == "copy":
                 buf = torch.empty_like(x)
                 return lambda: buf.copy_(x)
+            if kind == "clone, huge pages":
+                return lambda: huge_page_empty_like(x).copy_(x)
             return lambda: K.layer_norm_act(x, hidden, w, b, activation=kind)
 
         return make
@@ -189,6 +212,7 @@ def breakdown_case(device, rows, hidden, dtype) -> Case:
         {
             "clone": setup("clone"),
             "copy into a buffer": setup("copy"),
+            "clone, huge pages": setup("clone, huge pages"),
             "kernel, act=none": setup("none"),
             "kernel, act=gelu": setup("gelu"),
         },
