@@ -111,7 +111,11 @@ def table(rows: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def markdown(env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Result]) -> str:
+def markdown(
+    env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Result], notes: dict[str, str] | None = None
+) -> str:
+    """The report: environment, copy bandwidths, then per family its notes (the family module's
+    docstring: what is compared and where the time goes) and its table."""
     out = ["# minitorch_nn benchmarks", ""]
     out += [f"- **{k}**: {v}" for k, v in env.items()]
     out += [f"- **copy bandwidth** (`x.clone()`, read + write), {k}: {v:.1f} GB/s" for k, v in copy_gbps.items()]
@@ -123,16 +127,24 @@ def markdown(env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Re
     for family in dict.fromkeys(r.family for r in rows):
         fam = [r for r in rows if r.family == family]
         out += ["", f"## {family}", ""]
+        if notes and notes.get(family):
+            out += [notes[family].strip(), ""]
         out.append("| " + " | ".join(title for title, _ in COLUMNS) + " |")
         out.append("|" + "---|" * len(COLUMNS))
         out += ["| " + " | ".join(line) + " |" for line in _cells(fam)]
     return "\n".join(out) + "\n"
 
 
-def write(outdir: Path, env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Result]) -> list[Path]:
+def write(
+    outdir: Path,
+    env: dict[str, str],
+    copy_gbps: dict[str, float],
+    rows: Sequence[Result],
+    notes: dict[str, str] | None = None,
+) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     md, js = outdir / "report.md", outdir / "results.json"
-    md.write_text(markdown(env, copy_gbps, rows))
+    md.write_text(markdown(env, copy_gbps, rows, notes))
     payload = {"environment": env, "copy_bandwidth_gbps": copy_gbps, "results": [dataclasses.asdict(r) for r in rows]}
     js.write_text(json.dumps(payload, indent=1) + "\n")
     return [md, js]

@@ -9,6 +9,7 @@ python -m benchmarks --device cpu --out /tmp/bench
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,11 @@ FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
     "pooling": pooling.cases,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def family_notes(families: list[str]) -> dict[str, str]:
+    """Each family module's docstring, for the report: what it compares and where the time goes."""
+    return {f: inspect.getdoc(sys.modules[FAMILIES[f].__module__]) or "" for f in families}
 
 
 def best_device() -> torch.device:
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + report.table(rows))
     outdir = args.out or RESULTS / (report.device_slug(device) + ("-quick" if args.quick else ""))
     copy_named = {f"{n} x {str(d).removeprefix('torch.')}": v for (n, d), v in copy_gbps.items()}
-    for path in report.write(outdir, env, copy_named, rows):
+    for path in report.write(outdir, env, copy_named, rows, family_notes(families)):
         print(f"wrote {path}", file=sys.stderr)
     failed = [r for r in rows if r.error]
     if failed:
