@@ -224,8 +224,9 @@ def breakdown_case(device, rows, hidden, dtype) -> Case:
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
-    if not K.AVAILABLE:
-        raise RuntimeError(f"the norm_act benchmarks need the compiled kernels: {K.UNAVAILABLE_REASON}")
+    if not K.AVAILABLE:  # the rest of the suite still runs; say what is missing and why
+        print(f"norm_act: skipped, the compiled kernels are unavailable: {K.UNAVAILABLE_REASON}", file=sys.stderr)
+        return []
     dtype = torch.float32
     compile_too = not quick
     if quick:
