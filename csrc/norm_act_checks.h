@@ -1,18 +1,34 @@
-// Argument checks and small tensor helpers of the fused normalization + activation ops, shared by
-// the CPU implementation (csrc/cpu/norm_act.cpp) and the CUDA glue (csrc/cuda/norm_act_ops.cpp),
-// so both devices accept and reject the same inputs with the same messages.
+// The op boundary of the fused normalization + activation ops, shared by the CPU implementation
+// (csrc/cpu/norm_act.cpp) and the CUDA glue (csrc/cuda/norm_act_ops.cpp): argument checks, the
+// layouts the kernels read, the outputs (shapes, dtypes, layouts) and what an empty input returns.
+// Both devices accept and reject the same inputs with the same messages, and a device file is left
+// with only its kernels' launch. The plan_* functions allocate on the input's device: a CUDA caller
+// sets its device guard first.
 #pragma once
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include <array>
+#include <cmath>
+#include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
+
+#include "ops.h"
 
 namespace minitorch_nn {
 
@@ -106,6 +122,249 @@ inline void check_batch_norm_inputs(
       check_parameter_dtype("batch_norm_act", name, t, input);
     }
   }
+}
+
+// A new output tensor, with the OS asked to back it with 2 MiB pages (CPU tensors only).
+//
+// An output of 32 MiB or more is a fresh mapping from the OS (glibc hands such blocks out with
+// mmap and returns them on free), so the kernel's first write to each 4 KiB page takes a page
+// fault: 8192 faults for 32 MiB, which on the 2-core benchmark machine cost more than reading
+// and writing the data (13 ms against 3.4 ms for a copy into mapped memory). madvise(MADV_HUGEPAGE)
+// before the first touch lets the 2 MiB-aligned interior fault in 2 MiB at a time, 512 times
+// fewer faults. It is a hint: where transparent huge pages are off it fails, harmlessly, and
+// memory the allocator recycles is already mapped. torch can do the same for its own allocations
+// (THP_MEM_ALLOC_ENABLE=1); the benchmark reports the copy floor both ways.
+inline at::Tensor huge_pages(at::Tensor t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kPage = 4096;
+  if (t.is_cpu() && t.nbytes() >= (uintptr_t{4} << 20)) {
+    const auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
+    const uintptr_t start = (p + kPage - 1) & ~(kPage - 1), end = (p + t.nbytes()) & ~(kPage - 1);
+    (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+  }
+#endif
+  return t;
+}
+
+inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+inline void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
+  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
+              input.device());
+}
+
+inline void check_grad_out(const char* op, const at::Tensor& grad_out, const at::Tensor& input) {
+  TORCH_CHECK(grad_out.sizes().equals(input.sizes()), op, ": grad_out of shape ", grad_out.sizes(),
+              " does not match input of shape ", input.sizes());
+  TORCH_CHECK(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out has dtype ", grad_out.scalar_type(),
+              " but input has dtype ", input.scalar_type());
+  check_same_device(op, "grad_out", grad_out, input);
+}
+
+// The saved statistics a backward gets: `count` values of the accumulation type, on input's device.
+inline void check_saved_stats(const char* op, const char* forward, const at::Tensor& a, const at::Tensor& b,
+                              int64_t count, const at::Tensor& input) {
+  const auto acc = at::toOpMathType(input.scalar_type());
+  TORCH_CHECK(a.numel() == count && b.numel() == count && a.scalar_type() == acc && b.scalar_type() == acc, op,
+              ": the saved statistics must be the ", count, " ", acc, " values returned by ", forward);
+  check_same_device(op, "the saved statistics", a, input);
+  check_same_device(op, "the saved statistics", b, input);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm + activation: M rows of N values.
+
+struct LayerNormActPlan {
+  Act act;
+  at::Tensor input, out, mean, rstd;  // input contiguous; mean, rstd of the batch shape, acc dtype
+  at::Tensor w, b;                    // γ, β as acc vectors of N (ones, zeros when absent); undefined if done
+  int64_t M, N;
+  bool done;  // nothing to compute: the outputs are final
+};
+
+inline LayerNormActPlan plan_layer_norm_act(const at::Tensor& input_, at::IntArrayRef normalized_shape,
+                                            const std::optional<at::Tensor>& weight,
+                                            const std::optional<at::Tensor>& bias, c10::string_view activation) {
+  check_layer_norm_inputs(input_, normalized_shape, weight, bias);
+  LayerNormActPlan p;
+  p.act = parse_activation(std::string(activation));
+  p.input = input_.contiguous();
+  const int64_t k = static_cast<int64_t>(normalized_shape.size());
+  p.N = prod(normalized_shape);
+  p.M = prod(p.input.sizes().slice(0, p.input.dim() - k));
+  const auto acc_opts = p.input.options().dtype(at::toOpMathType(p.input.scalar_type()));
+  p.out = huge_pages(at::empty(p.input.sizes(), p.input.options()));
+  p.mean = at::empty(batch_shape(p.input, k), acc_opts);
+  p.rstd = at::empty(batch_shape(p.input, k), acc_opts);
+  p.done = p.M == 0 || p.N == 0;
+  if (p.done) {
+    // No rows, or empty rows: the mean of nothing is NaN, as torch's layer_norm reports it.
+    p.mean.fill_(NAN);
+    p.rstd.fill_(NAN);
+    return p;
+  }
+  std::tie(p.w, p.b) = affine_or_identity(weight, bias, p.N, at::toOpMathType(p.input.scalar_type()), p.input);
+  return p;
+}
+
+struct LayerNormActBackwardPlan {
+  Act act;
+  at::Tensor grad_out, input, mean, rstd, w, b;  // contiguous
+  at::Tensor grad_input, grad_weight, grad_bias;  // an unwanted (or absent) gradient is empty
+  bool need_dx, need_dw, need_db;
+  int64_t M, N;
+  bool done;
+};
+
+inline LayerNormActBackwardPlan plan_layer_norm_act_backward(
+    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& mean_, const at::Tensor& rstd_,
+    at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    c10::string_view activation, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "layer_norm_act_backward";
+  check_layer_norm_inputs(input_, normalized_shape, weight, bias);
+  check_grad_out(op, grad_out_, input_);
+  LayerNormActBackwardPlan p;
+  p.act = parse_activation(std::string(activation));
+  p.input = input_.contiguous();
+  p.grad_out = grad_out_.contiguous();
+  p.N = prod(normalized_shape);
+  p.M = prod(p.input.sizes().slice(0, p.input.dim() - static_cast<int64_t>(normalized_shape.size())));
+  check_saved_stats(op, "layer_norm_act", mean_, rstd_, p.M, input_);
+  p.mean = mean_.contiguous();
+  p.rstd = rstd_.contiguous();
+  p.need_dx = output_mask[0];
+  p.need_dw = output_mask[1] && present(weight);
+  p.need_db = output_mask[2] && present(bias);
+  const auto opts = p.input.options();
+  p.grad_input = p.need_dx ? huge_pages(at::empty(p.input.sizes(), opts)) : at::empty({0}, opts);
+  p.grad_weight = p.need_dw ? at::zeros(normalized_shape, opts) : at::empty({0}, opts);
+  p.grad_bias = p.need_db ? at::zeros(normalized_shape, opts) : at::empty({0}, opts);
+  p.done = p.M == 0 || p.N == 0 || !(p.need_dx || p.need_dw || p.need_db);
+  if (!p.done) std::tie(p.w, p.b) = affine_or_identity(weight, bias, p.N, at::toOpMathType(p.input.scalar_type()), p.input);
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchNorm + activation: C channels, each of R = B·S values.
+
+struct BatchNormActPlan {
+  Act act;
+  at::Tensor input;  // NCHW-contiguous, or channels_last-contiguous when channels_last
+  bool channels_last;
+  int64_t B, C, S;
+  at::Tensor result;  // the output, in the input's layout (torch's preserve_format)
+  at::Tensor out;     // where the kernel writes: result, or (other layouts) a temporary copied into it
+  at::Tensor save_mean, save_rstd, new_running_mean, new_running_var;
+  bool update;  // training with running statistics: new_running_* are to be computed
+  at::Tensor w, b;
+  bool done;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> returned() {
+    if (!out.is_same(result)) result.copy_(out);
+    return {result, save_mean, save_rstd, new_running_mean, new_running_var};
+  }
+};
+
+inline BatchNormActPlan plan_batch_norm_act(const at::Tensor& input_, const std::optional<at::Tensor>& weight,
+                                            const std::optional<at::Tensor>& bias,
+                                            const std::optional<at::Tensor>& running_mean,
+                                            const std::optional<at::Tensor>& running_var, bool training, double eps,
+                                            c10::string_view activation) {
+  check_batch_norm_inputs(input_, {{"weight", &weight},
+                                   {"bias", &bias},
+                                   {"running_mean", &running_mean},
+                                   {"running_var", &running_var}});
+  BatchNormActPlan p;
+  p.act = parse_activation(std::string(activation));
+  const bool has_rm = present(running_mean), has_rv = present(running_var);
+  TORCH_CHECK_VALUE(has_rm == has_rv, "running_mean and running_var must either both be None or neither be None");
+  TORCH_CHECK(training || has_rm, "batch_norm_act: running_mean and running_var are required in eval mode");
+  p.input = bn_layout(input_, &p.channels_last);
+  p.B = p.input.size(0);
+  p.C = p.input.size(1);
+  p.S = 1;
+  for (int64_t d = 2; d < p.input.dim(); ++d) p.S *= p.input.size(d);
+  const int64_t R = p.B * p.S;
+  const auto acc = at::toOpMathType(p.input.scalar_type());
+  const auto acc_opts = p.input.options().dtype(acc);
+  p.result = huge_pages(at::empty_like(input_));
+  p.out = p.result.strides() == p.input.strides() ? p.result : at::empty_like(p.input);
+  p.save_mean = at::empty({p.C}, acc_opts);
+  p.save_rstd = at::empty({p.C}, acc_opts);
+  p.update = training && has_rm;
+  p.new_running_mean = p.update ? at::empty({p.C}, running_mean->options()) : at::empty({0}, acc_opts);
+  p.new_running_var = p.update ? at::empty({p.C}, running_var->options()) : at::empty({0}, acc_opts);
+  // One value per channel has no variance to normalize by (torch raises ValueError for it too).
+  TORCH_CHECK_VALUE(!training || R != 1, "Expected more than 1 value per channel when training, got input size ",
+                    input_.sizes());
+  p.done = p.C == 0 || R == 0;
+  if (R == 0 && p.C > 0) {
+    // Nothing to normalize. Training on an empty batch: NaN statistics (the mean of nothing),
+    // running statistics unchanged; eval: the running statistics.
+    if (training) {
+      p.save_mean.fill_(NAN);
+      p.save_rstd.fill_(NAN);
+      if (p.update) {
+        p.new_running_mean.copy_(*running_mean);
+        p.new_running_var.copy_(*running_var);
+      }
+    } else {
+      p.save_mean.copy_(*running_mean);
+      p.save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
+    }
+  }
+  if (!p.done) std::tie(p.w, p.b) = affine_or_identity(weight, bias, p.C, acc, p.input);
+  return p;
+}
+
+struct BatchNormActBackwardPlan {
+  Act act;
+  at::Tensor input, grad_out;  // in the same kernel layout
+  bool channels_last;
+  int64_t B, C, S;
+  at::Tensor save_mean, save_rstd, w, b;
+  bool need_dx, need_dw, need_db;
+  at::Tensor result;      // grad_input in the input's layout (empty if not wanted)
+  at::Tensor grad_input;  // where the kernel writes it
+  at::Tensor grad_weight, grad_bias;
+  bool done;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> returned() {
+    if (need_dx && !grad_input.is_same(result)) result.copy_(grad_input);
+    return {result, grad_weight, grad_bias};
+  }
+};
+
+inline BatchNormActBackwardPlan plan_batch_norm_act_backward(
+    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& save_mean_, const at::Tensor& save_rstd_,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
+    std::array<bool, 3> output_mask) {
+  constexpr const char* op = "batch_norm_act_backward";
+  check_batch_norm_inputs(input_, {{"weight", &weight}, {"bias", &bias}});
+  check_grad_out(op, grad_out_, input_);
+  BatchNormActBackwardPlan p;
+  p.act = parse_activation(std::string(activation));
+  p.input = bn_layout(input_, &p.channels_last);
+  // grad_out in the same layout as input, so one index walks both.
+  p.grad_out = grad_out_.contiguous(p.channels_last && p.input.dim() == 4 ? at::MemoryFormat::ChannelsLast
+                                                                            : at::MemoryFormat::Contiguous);
+  p.B = p.input.size(0);
+  p.C = p.input.size(1);
+  p.S = 1;
+  for (int64_t d = 2; d < p.input.dim(); ++d) p.S *= p.input.size(d);
+  check_saved_stats(op, "batch_norm_act", save_mean_, save_rstd_, p.C, input_);
+  p.save_mean = save_mean_.contiguous();
+  p.save_rstd = save_rstd_.contiguous();
+  p.need_dx = output_mask[0];
+  p.need_dw = output_mask[1] && present(weight);
+  p.need_db = output_mask[2] && present(bias);
+  const auto opts = p.input.options();
+  // grad_input in the input's layout, like the forward's output.
+  p.result = p.need_dx ? huge_pages(at::empty_like(input_)) : at::empty({0}, opts);
+  p.grad_input = !p.need_dx || p.result.strides() == p.input.strides() ? p.result : at::empty_like(p.input);
+  p.grad_weight = p.need_dw ? at::zeros({p.C}, weight->options()) : at::empty({0}, opts);
+  p.grad_bias = p.need_db ? at::zeros({p.C}, bias->options()) : at::empty({0}, opts);
+  p.done = p.C == 0 || p.B * p.S == 0;
+  if (!p.done) std::tie(p.w, p.b) = affine_or_identity(weight, bias, p.C, at::toOpMathType(p.input.scalar_type()), p.input);
+  return p;
 }
 
 }  // namespace minitorch_nn

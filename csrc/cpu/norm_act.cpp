@@ -43,8 +43,6 @@
 #include <cmath>
 #include <vector>
 
-#include <sys/mman.h>
-
 #include "../norm_act_checks.h"
 #include "../ops.h"
 #include "vec_math.h"
@@ -132,28 +130,6 @@ void for_each_chunk(int64_t n, int64_t chunks, const F& fn) {
 
 inline int64_t num_chunks(int64_t rows, int64_t min_rows_per_chunk) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / std::max<int64_t>(1, min_rows_per_chunk)));
-}
-
-// A new output tensor, with the kernel asked to back it with 2 MiB pages.
-//
-// An output of 32 MiB or more is a fresh mapping from the OS (glibc hands such blocks out with
-// mmap and returns them on free), so the kernel's first write to each 4 KiB page takes a page
-// fault: 8192 faults for 32 MiB, which on the 2-core benchmark machine cost more than reading
-// and writing the data (13 ms against 3.4 ms for a copy into mapped memory). madvise(MADV_HUGEPAGE)
-// before the first touch lets the 2 MiB-aligned interior fault in 2 MiB at a time, 512 times
-// fewer faults. It is a hint: where transparent huge pages are off it fails, harmlessly, and
-// memory the allocator recycles is already mapped. torch can do the same for its own allocations
-// (THP_MEM_ALLOC_ENABLE=1); the benchmark reports the copy bandwidth both ways.
-at::Tensor huge_pages(at::Tensor t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kPage = 4096;
-  if (t.nbytes() >= (uintptr_t{4} << 20)) {
-    const auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t start = (p + kPage - 1) & ~(kPage - 1), end = (p + t.nbytes()) & ~(kPage - 1);
-    (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
-  }
-#endif
-  return t;
 }
 
 // Channels per parallel task when each channel holds R values: enough that a task does ~32K
@@ -275,83 +251,49 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_cpu(const at::Tens
                                                                   const std::optional<at::Tensor>& weight,
                                                                   const std::optional<at::Tensor>& bias, double eps,
                                                                   c10::string_view activation) {
-  check_layer_norm_inputs(input_, normalized_shape, weight, bias);
-  const Act act = parse_activation(std::string(activation));
-  const at::Tensor input = input_.contiguous();
-  const int64_t N = prod(normalized_shape);
-  const int64_t M = prod(input.sizes().slice(0, input.dim() - static_cast<int64_t>(normalized_shape.size())));
-  const auto acc = at::toOpMathType(input.scalar_type());
-  at::Tensor out = huge_pages(at::empty(input.sizes(), input.options()));
-  const auto stat_shape = batch_shape(input, static_cast<int64_t>(normalized_shape.size()));
-  at::Tensor mean = at::empty(stat_shape, input.options().dtype(acc));
-  at::Tensor rstd = at::empty(stat_shape, input.options().dtype(acc));
-  if (M == 0 || N == 0) {
-    // No rows, or empty rows: the mean of nothing is NaN, as torch's layer_norm reports it.
-    mean.fill_(NAN);
-    rstd.fill_(NAN);
-    return {out, mean, rstd};
-  }
-  auto [w, b] = affine_or_identity(weight, bias, N, acc, input);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "layer_norm_act_cpu", [&] {
+  LayerNormActPlan p = plan_layer_norm_act(input_, normalized_shape, weight, bias, activation);
+  if (p.done) return {p.out, p.mean, p.rstd};
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, p.input.scalar_type(), "layer_norm_act_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    dispatch_act(act, [&](auto A) {
+    dispatch_act(p.act, [&](auto A) {
       layer_norm_act_forward_kernel<decltype(A)::value, scalar_t>(
-          input.const_data_ptr<scalar_t>(), w.const_data_ptr<acc_t>(), b.const_data_ptr<acc_t>(),
-          out.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), M, N, eps);
+          p.input.const_data_ptr<scalar_t>(), p.w.const_data_ptr<acc_t>(), p.b.const_data_ptr<acc_t>(),
+          p.out.mutable_data_ptr<scalar_t>(), p.mean.mutable_data_ptr<acc_t>(), p.rstd.mutable_data_ptr<acc_t>(), p.M,
+          p.N, eps);
     });
   });
-  return {out, mean, rstd};
+  return {p.out, p.mean, p.rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_backward_cpu(
-    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& mean_, const at::Tensor& rstd_,
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& rstd,
     at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     c10::string_view activation, std::array<bool, 3> output_mask) {
-  check_layer_norm_inputs(input_, normalized_shape, weight, bias);
-  TORCH_CHECK(grad_out_.sizes().equals(input_.sizes()), "layer_norm_act_backward: grad_out of shape ",
-              grad_out_.sizes(), " does not match input of shape ", input_.sizes());
-  TORCH_CHECK(grad_out_.scalar_type() == input_.scalar_type(), "layer_norm_act_backward: grad_out has dtype ",
-              grad_out_.scalar_type(), " but input has dtype ", input_.scalar_type());
-  const Act act = parse_activation(std::string(activation));
-  const at::Tensor input = input_.contiguous(), grad_out = grad_out_.contiguous();
-  const int64_t N = prod(normalized_shape);
-  const int64_t M = prod(input.sizes().slice(0, input.dim() - static_cast<int64_t>(normalized_shape.size())));
-  const auto acc = at::toOpMathType(input.scalar_type());
-  TORCH_CHECK(mean_.numel() == M && rstd_.numel() == M && mean_.scalar_type() == acc && rstd_.scalar_type() == acc,
-              "layer_norm_act_backward: mean and rstd must be the ", M, " ", acc,
-              " statistics saved by layer_norm_act");
-  const at::Tensor mean = mean_.contiguous(), rstd = rstd_.contiguous();
-  const bool has_w = weight.has_value() && weight->defined(), has_b = bias.has_value() && bias->defined();
-  const bool need_dw = output_mask[1] && has_w, need_db = output_mask[2] && has_b;
-
-  at::Tensor grad_input =
-      output_mask[0] ? huge_pages(at::empty(input.sizes(), input.options())) : at::empty({0}, input.options());
-  at::Tensor grad_weight = need_dw ? at::zeros(normalized_shape, input.options()) : at::empty({0}, input.options());
-  at::Tensor grad_bias = need_db ? at::zeros(normalized_shape, input.options()) : at::empty({0}, input.options());
-  if (M == 0 || N == 0 || !(output_mask[0] || need_dw || need_db)) return {grad_input, grad_weight, grad_bias};
-
-  auto [w, b] = affine_or_identity(weight, bias, N, acc, input);
+  LayerNormActBackwardPlan p =
+      plan_layer_norm_act_backward(grad_out, input, mean, rstd, normalized_shape, weight, bias, activation, output_mask);
+  if (p.done) return {p.grad_input, p.grad_weight, p.grad_bias};
+  const auto acc_opts = p.input.options().dtype(at::toOpMathType(p.input.scalar_type()));
   // At least 8 rows per chunk, so the partial-sum rows cost little next to the rows they sum.
-  const int64_t chunks = num_chunks(M, 8);
-  at::Tensor dw_partial = need_dw ? at::zeros({chunks, N}, input.options().dtype(acc)) : at::Tensor();
-  at::Tensor db_partial = need_db ? at::zeros({chunks, N}, input.options().dtype(acc)) : at::Tensor();
+  const int64_t chunks = num_chunks(p.M, 8);
+  at::Tensor dw_partial = p.need_dw ? at::zeros({chunks, p.N}, acc_opts) : at::Tensor();
+  at::Tensor db_partial = p.need_db ? at::zeros({chunks, p.N}, acc_opts) : at::Tensor();
   // dx is always computed (it is the expensive part and shares the pass with the sums); when it is
   // not wanted it goes to a scratch buffer.
-  at::Tensor dx = output_mask[0] ? grad_input : at::empty(input.sizes(), input.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "layer_norm_act_backward_cpu", [&] {
+  at::Tensor dx = p.need_dx ? p.grad_input : at::empty(p.input.sizes(), p.input.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, p.input.scalar_type(), "layer_norm_act_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    dispatch_act(act, [&](auto A) {
+    dispatch_act(p.act, [&](auto A) {
       layer_norm_act_backward_kernel<decltype(A)::value, scalar_t>(
-          grad_out.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc_t>(),
-          rstd.const_data_ptr<acc_t>(), w.const_data_ptr<acc_t>(), b.const_data_ptr<acc_t>(),
-          dx.mutable_data_ptr<scalar_t>(), need_dw ? dw_partial.mutable_data_ptr<acc_t>() : nullptr,
-          need_db ? db_partial.mutable_data_ptr<acc_t>() : nullptr, chunks, M, N);
+          p.grad_out.const_data_ptr<scalar_t>(), p.input.const_data_ptr<scalar_t>(), p.mean.const_data_ptr<acc_t>(),
+          p.rstd.const_data_ptr<acc_t>(), p.w.const_data_ptr<acc_t>(), p.b.const_data_ptr<acc_t>(),
+          dx.mutable_data_ptr<scalar_t>(), p.need_dw ? dw_partial.mutable_data_ptr<acc_t>() : nullptr,
+          p.need_db ? db_partial.mutable_data_ptr<acc_t>() : nullptr, chunks, p.M, p.N);
     });
   });
   // Chunk partials added in chunk order (a (chunks, N) sum over dim 0): deterministic.
-  if (need_dw) grad_weight.copy_(dw_partial.sum(0).view(normalized_shape));
-  if (need_db) grad_bias.copy_(db_partial.sum(0).view(normalized_shape));
-  return {grad_input, grad_weight, grad_bias};
+  if (p.need_dw) p.grad_weight.copy_(dw_partial.sum(0).view(normalized_shape));
+  if (p.need_db) p.grad_bias.copy_(db_partial.sum(0).view(normalized_shape));
+  return {p.grad_input, p.grad_weight, p.grad_bias};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,62 +354,22 @@ void channel_sums_nhwc(const scalar_t* X, const BNShape& s, double* out, const G
   }
 }
 
-BNShape bn_shape(const at::Tensor& x) {
-  BNShape s{x.size(0), x.size(1), 1, false};
-  for (int64_t d = 2; d < x.dim(); ++d) s.S *= x.size(d);
-  return s;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cpu(
     const at::Tensor& input_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
     double momentum, double eps, c10::string_view activation) {
-  check_batch_norm_inputs(input_, {{"weight", &weight},
-                                   {"bias", &bias},
-                                   {"running_mean", &running_mean},
-                                   {"running_var", &running_var}});
-  const Act act = parse_activation(std::string(activation));
-  const bool has_rm = running_mean.has_value() && running_mean->defined();
-  const bool has_rv = running_var.has_value() && running_var->defined();
-  TORCH_CHECK_VALUE(has_rm == has_rv, "running_mean and running_var must either both be None or neither be None");
-  TORCH_CHECK(training || has_rm, "batch_norm_act: running_mean and running_var are required in eval mode");
-  bool cl = false;
-  const at::Tensor input = bn_layout(input_, &cl);
-  BNShape s = bn_shape(input);
-  s.channels_last = cl;
+  BatchNormActPlan p = plan_batch_norm_act(input_, weight, bias, running_mean, running_var, training, eps, activation);
+  if (p.done) return p.returned();
+  const Act act = p.act;
+  const at::Tensor& input = p.input;
+  const BNShape s{p.B, p.C, p.S, p.channels_last};
   const int64_t C = s.C, R = s.R();
   const auto acc = at::toOpMathType(input.scalar_type());
   const auto acc_opts = input.options().dtype(acc);
-  // The output has the input's layout (torch's preserve_format); the kernels write NCHW or
-  // channels_last, so any other layout (rare: a permuted dense input) is written then copied.
-  at::Tensor result = huge_pages(at::empty_like(input_));
-  at::Tensor out = result.strides() == input.strides() ? result : at::empty_like(input);
-  at::Tensor save_mean = at::empty({C}, acc_opts), save_rstd = at::empty({C}, acc_opts);
-  // Updated running statistics (training with running buffers only), in the buffers' dtype.
-  const bool update = training && has_rm;
-  at::Tensor new_rm = update ? at::empty({C}, running_mean->options()) : at::empty({0}, acc_opts);
-  at::Tensor new_rv = update ? at::empty({C}, running_var->options()) : at::empty({0}, acc_opts);
-  // One value per channel has no variance to normalize by (torch raises ValueError for it too).
-  TORCH_CHECK_VALUE(!training || R != 1, "Expected more than 1 value per channel when training, got input size ",
-                    input_.sizes());
-  if (C == 0) return {result, save_mean, save_rstd, new_rm, new_rv};
-  if (R == 0) {
-    // Nothing to normalize. Training on an empty batch: NaN statistics (the mean of nothing),
-    // running statistics unchanged; eval: the running statistics.
-    if (training) {
-      save_mean.fill_(NAN);
-      save_rstd.fill_(NAN);
-      if (update) {
-        new_rm.copy_(*running_mean);
-        new_rv.copy_(*running_var);
-      }
-    } else {
-      save_mean.copy_(*running_mean);
-      save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
-    }
-    return {result, save_mean, save_rstd, new_rm, new_rv};
-  }
-  auto [w, b] = affine_or_identity(weight, bias, C, acc, input);
+  const bool update = p.update;
+  at::Tensor &out = p.out, &save_mean = p.save_mean, &save_rstd = p.save_rstd;
+  at::Tensor &new_rm = p.new_running_mean, &new_rv = p.new_running_var;
+  const at::Tensor &w = p.w, &b = p.b;
 
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -555,43 +457,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
       }
     });
   });
-  if (!out.is_same(result)) result.copy_(out);
-  return {result, save_mean, save_rstd, new_rm, new_rv};
+  return p.returned();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
     const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& save_mean_, const at::Tensor& save_rstd_,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, bool training,
     c10::string_view activation, std::array<bool, 3> output_mask) {
-  check_batch_norm_inputs(input_, {{"weight", &weight}, {"bias", &bias}});
-  TORCH_CHECK(grad_out_.sizes().equals(input_.sizes()), "batch_norm_act_backward: grad_out of shape ",
-              grad_out_.sizes(), " does not match input of shape ", input_.sizes());
-  TORCH_CHECK(grad_out_.scalar_type() == input_.scalar_type(), "batch_norm_act_backward: grad_out has dtype ",
-              grad_out_.scalar_type(), " but input has dtype ", input_.scalar_type());
-  const Act act = parse_activation(std::string(activation));
-  bool cl = false;
-  const at::Tensor input = bn_layout(input_, &cl);
-  // grad_out in the same layout as input, so one index walks both.
-  const at::Tensor grad_out =
-      grad_out_.contiguous(cl && input.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  BNShape s = bn_shape(input);
-  s.channels_last = cl;
+  BatchNormActBackwardPlan p =
+      plan_batch_norm_act_backward(grad_out_, input_, save_mean_, save_rstd_, weight, bias, activation, output_mask);
+  if (p.done) return p.returned();
+  const Act act = p.act;
+  const at::Tensor &input = p.input, &grad_out = p.grad_out, &save_mean = p.save_mean, &save_rstd = p.save_rstd;
+  const BNShape s{p.B, p.C, p.S, p.channels_last};
   const int64_t C = s.C, R = s.R();
   const auto acc = at::toOpMathType(input.scalar_type());
-  TORCH_CHECK(save_mean_.numel() == C && save_rstd_.numel() == C && save_mean_.scalar_type() == acc &&
-                  save_rstd_.scalar_type() == acc,
-              "batch_norm_act_backward: save_mean and save_rstd must be the ", C, " ", acc,
-              " statistics returned by batch_norm_act");
-  const at::Tensor save_mean = save_mean_.contiguous(), save_rstd = save_rstd_.contiguous();
-  const bool has_w = weight.has_value() && weight->defined(), has_b = bias.has_value() && bias->defined();
-  const bool need_dw = output_mask[1] && has_w, need_db = output_mask[2] && has_b;
-  // grad_input in the input's layout, like the forward's output (see batch_norm_act_cpu).
-  at::Tensor result = output_mask[0] ? huge_pages(at::empty_like(input_)) : at::empty({0}, input.options());
-  at::Tensor grad_input = !output_mask[0] || result.strides() == input.strides() ? result : at::empty_like(input);
-  at::Tensor grad_weight = need_dw ? at::zeros({C}, weight->options()) : at::empty({0}, input.options());
-  at::Tensor grad_bias = need_db ? at::zeros({C}, bias->options()) : at::empty({0}, input.options());
-  if (C == 0 || R == 0) return {result, grad_weight, grad_bias};
-  auto [w, b] = affine_or_identity(weight, bias, C, acc, input);
+  const bool need_dw = p.need_dw, need_db = p.need_db;
+  at::Tensor &grad_input = p.grad_input, &grad_weight = p.grad_weight, &grad_bias = p.grad_bias;
+  const at::Tensor &w = p.w, &b = p.b;
 
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -721,8 +604,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
       grad_bias.copy_(at::from_blob(v.data(), {C}, input.options().dtype(acc).device(at::kCPU)));
     }
   });
-  if (output_mask[0] && !grad_input.is_same(result)) result.copy_(grad_input);
-  return {result, grad_weight, grad_bias};
+  return p.returned();
 }
 
 }  // namespace

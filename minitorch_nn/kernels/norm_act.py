@@ -284,24 +284,9 @@ class BatchNormAct2d(BatchNorm2d):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        # The same bookkeeping as torch.nn.BatchNorm2d.forward (see minitorch_nn.nn.normalization).
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked)
-        use_batch_stats = self.training or self.running_mean is None
-        track = not self.training or self.track_running_stats
+        running_mean, running_var, training, momentum = self._batch_norm_arguments()
         return batch_norm_act(
-            input,
-            self.running_mean if track else None,
-            self.running_var if track else None,
-            self.weight,
-            self.bias,
-            use_batch_stats,
-            momentum,
-            self.eps,
-            self.activation,
+            input, running_mean, running_var, self.weight, self.bias, training, momentum, self.eps, self.activation
         )
 
     def extra_repr(self) -> str:

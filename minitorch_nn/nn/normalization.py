@@ -91,8 +91,12 @@ class _BatchNorm(Module):
     def _check_input_dim(self, input: Tensor) -> None:
         raise NotImplementedError
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
+    def _batch_norm_arguments(self) -> tuple[Tensor | None, Tensor | None, bool, float]:
+        """``(running_mean, running_var, training, momentum)`` for a batch_norm call, torch's rules.
+
+        Counts the batch in ``num_batches_tracked`` when training with tracked statistics. Shared
+        by the fused ``minitorch_nn.kernels.BatchNormAct2d``.
+        """
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
@@ -102,16 +106,12 @@ class _BatchNorm(Module):
         use_batch_stats = self.training or self.running_mean is None
         # Running estimates are passed only to be updated (training, tracked) or used (eval).
         track = not self.training or self.track_running_stats
-        return F.batch_norm(
-            input,
-            self.running_mean if track else None,
-            self.running_var if track else None,
-            self.weight,
-            self.bias,
-            use_batch_stats,
-            momentum,
-            self.eps,
-        )
+        return (self.running_mean if track else None, self.running_var if track else None, use_batch_stats, momentum)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        running_mean, running_var, training, momentum = self._batch_norm_arguments()
+        return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, training, momentum, self.eps)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs) -> None:
         # State dicts older than version 2 have no num_batches_tracked: start it at 0, as torch does.
