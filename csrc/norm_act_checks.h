@@ -247,6 +247,11 @@ inline LayerNormActBackwardPlan plan_layer_norm_act_backward(
 // ---------------------------------------------------------------------------------------------
 // BatchNorm + activation: C channels, each of R = B·S values.
 
+// (B, C, S): batch, channels, and spatial positions per sample (1 for (B, C) input).
+inline std::tuple<int64_t, int64_t, int64_t> bn_dims(const at::Tensor& x) {
+  return {x.size(0), x.size(1), prod(x.sizes().slice(2))};
+}
+
 struct BatchNormActPlan {
   Act act;
   at::Tensor input;  // NCHW-contiguous, or channels_last-contiguous when channels_last
@@ -279,10 +284,7 @@ inline BatchNormActPlan plan_batch_norm_act(const at::Tensor& input_, const std:
   TORCH_CHECK_VALUE(has_rm == has_rv, "running_mean and running_var must either both be None or neither be None");
   TORCH_CHECK(training || has_rm, "batch_norm_act: running_mean and running_var are required in eval mode");
   p.input = bn_layout(input_, &p.channels_last);
-  p.B = p.input.size(0);
-  p.C = p.input.size(1);
-  p.S = 1;
-  for (int64_t d = 2; d < p.input.dim(); ++d) p.S *= p.input.size(d);
+  std::tie(p.B, p.C, p.S) = bn_dims(p.input);
   const int64_t R = p.B * p.S;
   const auto acc = at::toOpMathType(p.input.scalar_type());
   const auto acc_opts = p.input.options().dtype(acc);
@@ -346,10 +348,7 @@ inline BatchNormActBackwardPlan plan_batch_norm_act_backward(
   // grad_out in the same layout as input, so one index walks both.
   p.grad_out = grad_out_.contiguous(p.channels_last && p.input.dim() == 4 ? at::MemoryFormat::ChannelsLast
                                                                             : at::MemoryFormat::Contiguous);
-  p.B = p.input.size(0);
-  p.C = p.input.size(1);
-  p.S = 1;
-  for (int64_t d = 2; d < p.input.dim(); ++d) p.S *= p.input.size(d);
+  std::tie(p.B, p.C, p.S) = bn_dims(p.input);
   check_saved_stats(op, "batch_norm_act", save_mean_, save_rstd_, p.C, input_);
   p.save_mean = save_mean_.contiguous();
   p.save_rstd = save_rstd_.contiguous();
