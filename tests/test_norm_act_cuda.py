@@ -1,12 +1,20 @@
 """The CUDA kernels of the fused LayerNorm/BatchNorm + activation ops (csrc/cuda/norm_act.cu).
 
-Every test needs a CUDA device and is skipped without one (marker ``cuda``). Oracles: torch eager
-in float64 (``F.layer_norm`` / ``F.batch_norm`` and the activation, through autograd) and the CPU
-kernels of the same ops at the same dtype.
+Every test needs a CUDA device and is skipped without one (marker ``cuda``), unless
+``MINITORCH_CUDA_TEST_DEVICE`` says where else to run them. Oracles: torch eager in float64
+(``F.layer_norm`` / ``F.batch_norm`` and the activation, through autograd) and the CPU kernels of the
+same ops at the same dtype.
+
+``MINITORCH_CUDA_TEST_DEVICE=emu`` runs the same tests, properties and tolerances against the CUDA
+kernels compiled for the CPU on the CUDA emulator (csrc/emu/: ``torch.ops.minitorch_nn_emu``, built
+on first use and cached under build/cuda_emu/). Outputs and workspaces start as NaN / 0xFF there, so
+an element a kernel does not write fails the comparison. ``MINITORCH_CUDA_EMU_VARIANT`` picks the
+build (plain, capped, asan, tsan: see csrc/emu/build.py; .ci/cuda_emu.sh runs them), and
+``MINITORCH_CUDA_EMU_FULL=1`` adds the largest shapes (slow on the emulator). The CUDA-only tests
+(streams, graphs, devices) still skip.
 
 ``MINITORCH_CUDA_TEST_DEVICE=cpu`` runs the device-independent tests against the CPU kernels
-instead: a check of the tests themselves on a machine without a GPU (the CUDA-only tests —
-streams, graphs, CPU-vs-CUDA — still skip).
+instead: a check of the tests themselves.
 
 Tolerances (stated, not tuned): for a value computed from reductions of length ``k`` in the
 accumulation type (float32 for bfloat16), with unit roundoffs ``u_acc`` and ``u_out`` (the
@@ -23,8 +31,11 @@ CUDA against the CPU kernel: twice that (both sides carry the error).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,8 +43,10 @@ import torch.nn.functional as F
 
 import minitorch_nn.kernels as K
 
-DEV = os.environ.get("MINITORCH_CUDA_TEST_DEVICE", "cuda")
-ON_GPU = DEV == "cuda"
+MODE = os.environ.get("MINITORCH_CUDA_TEST_DEVICE", "cuda")  # cuda | emu | cpu
+ON_GPU = MODE == "cuda"
+EMULATED = MODE == "emu"
+DEV = "cuda" if ON_GPU else "cpu"
 
 pytestmark = [
     pytest.mark.cuda,
@@ -41,8 +54,53 @@ pytestmark = [
     pytest.mark.skipif(not K.AVAILABLE, reason=f"compiled ops unavailable: {K.UNAVAILABLE_REASON}"),
 ]
 gpu_only = pytest.mark.skipif(not ON_GPU, reason="a CUDA-only behaviour")
+cuda_kernels = pytest.mark.skipif(MODE == "cpu", reason="compares the CUDA kernels with the CPU op")
+large = pytest.mark.skipif(
+    EMULATED and os.environ.get("MINITORCH_CUDA_EMU_FULL") != "1",
+    reason="large shapes: slow on the emulator (MINITORCH_CUDA_EMU_FULL=1 runs them)",
+)
 
-ops = torch.ops.minitorch_nn
+cpu_ops = torch.ops.minitorch_nn
+ops = cpu_ops  # the namespace under test: minitorch_nn (GPU, CPU), or minitorch_nn_emu (set below)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _emulated_ops():
+    """In emulated mode, build (or take from the cache) and load the emulator's ops."""
+    global ops
+    if EMULATED:
+        ops = emulator_build().load(os.environ.get("MINITORCH_CUDA_EMU_VARIANT", "plain"))
+
+
+def emulator_build():
+    """csrc/emu/build.py as a module, kept in sys.modules (its torch.library.Library must stay alive)."""
+    name = "minitorch_nn_cuda_emu_build"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "csrc/emu/build.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def layer_norm_act(x, normalized_shape, weight=None, bias=None, eps=1e-5, activation="gelu"):
+    """K.layer_norm_act on the op namespace under test."""
+    shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
+    return ops.layer_norm_act(x, shape, weight, bias, float(eps), activation)[0]
+
+
+def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, *, training, activation, momentum=0.1):
+    """K.batch_norm_act on the op namespace under test (the running statistics updated in place)."""
+    out, _mean, _rstd, new_rm, new_rv = ops.batch_norm_act(
+        x, weight, bias, running_mean, running_var, training, momentum, 1e-5, activation
+    )
+    if training and running_mean is not None:
+        with torch.no_grad():
+            running_mean.copy_(new_rm)
+            running_var.copy_(new_rv)
+    return out
+
+
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 ACTS = list(K.ACTIVATIONS)
 TORCH_ACT = {
@@ -122,26 +180,26 @@ def batch_norm_reference(x, w, b, rm, rv, training, act, dy, momentum=0.1, eps=1
     return y.detach(), (dxd, dwd, dbd), (s_w, s_b), (rmd, rvd)
 
 
-def run_layer_norm(x, w, b, act, dy):
+def run_layer_norm(x, w, b, act, dy, fn=None):
     xr = x.detach().clone().requires_grad_()
     wr = w.detach().clone().requires_grad_()
     br = b.detach().clone().requires_grad_()
-    y = K.layer_norm_act(xr, x.shape[-1], wr, br, activation=act)
+    y = (fn or layer_norm_act)(xr, x.shape[-1], wr, br, activation=act)
     dx, dw, db = torch.autograd.grad(y, (xr, wr, br), dy)
     return y, (dx, dw, db)
 
 
-def run_batch_norm(x, w, b, rm, rv, training, act, dy):
+def run_batch_norm(x, w, b, rm, rv, training, act, dy, fn=None):
     xr = x.detach().clone().requires_grad_()
     wr = w.detach().clone().requires_grad_()
     br = b.detach().clone().requires_grad_()
     rm, rv = rm.clone(), rv.clone()
-    y = K.batch_norm_act(xr, rm, rv, wr, br, training=training, activation=act)
+    y = (fn or batch_norm_act)(xr, rm, rv, wr, br, training=training, activation=act)
     dx, dw, db = torch.autograd.grad(y, (xr, wr, br), dy)
     return y, (dx, dw, db), (rm, rv)
 
 
-def check_layer_norm(x, act, what, *, against_cpu=ON_GPU):
+def check_layer_norm(x, act, what, *, against_cpu=MODE != "cpu"):
     dtype, (M, N) = x.dtype, (x.numel() // x.shape[-1], x.shape[-1])
     w, b = 1 + 0.5 * seeded(N, dtype, 1, x.device), 0.5 * seeded(N, dtype, 2, x.device)
     dy = (torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1).to(
@@ -158,7 +216,7 @@ def check_layer_norm(x, act, what, *, against_cpu=ON_GPU):
     check(dw, dw_ref, dtype, M, scale=s_w + s_b, what=f"{what} dw")
     check(db, db_ref, dtype, M, scale=s_b, what=f"{what} db")
     if against_cpu:
-        y_cpu, grads_cpu = run_layer_norm(x.cpu(), w.cpu(), b.cpu(), act, dy.cpu())
+        y_cpu, grads_cpu = run_layer_norm(x.cpu(), w.cpu(), b.cpu(), act, dy.cpu(), fn=K.layer_norm_act)
         check(y, y_cpu, dtype, N, what=f"{what} y vs CPU", factor=2)
         for name, g, g_cpu, k, s in (("dw", dw, grads_cpu[1], M, s_w + s_b), ("db", db, grads_cpu[2], M, s_b)):
             check(g, g_cpu, dtype, k, scale=s, what=f"{what} {name} vs CPU", factor=2)
@@ -198,11 +256,12 @@ def test_layer_norm_act_handles_misaligned_storage_offsets(N):
 def test_layer_norm_act_handles_non_contiguous_input_and_3d_normalized_shape():
     x = seeded((6, 4, 10), seed=5).transpose(0, 1)  # (4, 6, 10), non-contiguous
     w = seeded((6, 10), seed=6)
-    y = K.layer_norm_act(x, (6, 10), w, None, activation="relu")
+    y = layer_norm_act(x, (6, 10), w, None, activation="relu")
     expected = F.relu(F.layer_norm(x.cpu().double(), (6, 10), w.cpu().double()))
     check(y, expected, torch.float32, 60)
 
 
+@large
 @pytest.mark.parametrize(("M", "N"), [(300_000, 8), (70_001, 1100)])
 def test_layer_norm_act_handles_more_rows_than_one_grid_covers(M, N):
     # 300k rows exceed the warp kernel's 65535 blocks × 4 rows, 70k the block kernel's 65535.
@@ -216,7 +275,7 @@ def test_layer_norm_act_on_empty_tensors_matches_the_cpu_op(shape):
     n = shape[-1]
     w = torch.ones(n, device=DEV, requires_grad=True)
     out, mean, rstd = ops.layer_norm_act(x, [n], w, None, 1e-5, "gelu")
-    out_c, mean_c, rstd_c = ops.layer_norm_act(x.cpu(), [n], w.detach().cpu(), None, 1e-5, "gelu")
+    out_c, mean_c, rstd_c = cpu_ops.layer_norm_act(x.cpu(), [n], w.detach().cpu(), None, 1e-5, "gelu")
     for a, c in ((out, out_c), (mean, mean_c), (rstd, rstd_c)):
         assert a.shape == c.shape
         assert a.dtype == c.dtype
@@ -260,7 +319,7 @@ def bn_layouts(dtype, seed):
     ]
 
 
-def check_batch_norm(x, act, training, what, *, against_cpu=ON_GPU):
+def check_batch_norm(x, act, training, what, *, against_cpu=MODE != "cpu"):
     dtype, C = x.dtype, x.shape[1]
     R = x.numel() // max(C, 1)
     w, b = 1 + 0.5 * seeded(C, torch.float32, 1), 0.5 * seeded(C, torch.float32, 2)
@@ -281,7 +340,7 @@ def check_batch_norm(x, act, training, what, *, against_cpu=ON_GPU):
     check(rv1, rv_ref, w.dtype, R, what=f"{what} running_var")
     if against_cpu:
         y_c, (_dx_c, dw_c, db_c), (rm_c, rv_c) = run_batch_norm(
-            x.cpu(), w.cpu(), b.cpu(), rm.cpu(), rv.cpu(), training, act, dy.cpu()
+            x.cpu(), w.cpu(), b.cpu(), rm.cpu(), rv.cpu(), training, act, dy.cpu(), fn=K.batch_norm_act
         )
         check(y, y_c, dtype, R, what=f"{what} y vs CPU", factor=2)
         check(dw, dw_c, dtype, R, scale=s_w + s_b, what=f"{what} dw vs CPU", factor=2)
@@ -304,6 +363,7 @@ def test_batch_norm_act_matches_torch_for_every_activation(act):
             check_batch_norm(x, act, True, f"{act} {name} {dtype}")
 
 
+@large
 @pytest.mark.parametrize(
     "shape_layout",
     [
@@ -328,13 +388,13 @@ def test_batch_norm_act_on_empty_tensors_matches_the_cpu_op(shape, training):
     C = shape[1]
     w, rm, rv = torch.ones(C, device=DEV), torch.zeros(C, device=DEV), torch.ones(C, device=DEV)
     got = ops.batch_norm_act(x, w, None, rm, rv, training, 0.1, 1e-5, "relu")
-    want = ops.batch_norm_act(x.cpu(), w.cpu(), None, rm.cpu(), rv.cpu(), training, 0.1, 1e-5, "relu")
+    want = cpu_ops.batch_norm_act(x.cpu(), w.cpu(), None, rm.cpu(), rv.cpu(), training, 0.1, 1e-5, "relu")
     for a, c in zip(got, want, strict=True):
         assert a.shape == c.shape
         assert a.dtype == c.dtype
         torch.testing.assert_close(a.cpu(), c, equal_nan=True)
     grads = ops.batch_norm_act_backward(x, x, got[1], got[2], w, None, training, "relu", [True, True, True])
-    grads_c = ops.batch_norm_act_backward(
+    grads_c = cpu_ops.batch_norm_act_backward(
         x.cpu(), x.cpu(), want[1], want[2], w.cpu(), None, training, "relu", [True, True, True]
     )
     for a, c in zip(grads, grads_c, strict=True):
@@ -343,13 +403,15 @@ def test_batch_norm_act_on_empty_tensors_matches_the_cpu_op(shape, training):
 
 
 def test_batch_norm_act_running_stats_in_another_dtype():
+    # bfloat16 input with float32 statistics and parameters: torch's mixed-precision rule (float64
+    # ones it rejects, "mixed dtype (CPU): expect parameter to have scalar type of Float", as do the ops).
     x = seeded((8, 4, 3, 3), torch.bfloat16, seed=1)
-    rm, rv = torch.zeros(4, device=DEV, dtype=torch.float64), torch.ones(4, device=DEV, dtype=torch.float64)
-    w = torch.ones(4, device=DEV, dtype=torch.float64, requires_grad=True)
-    K.batch_norm_act(x, rm, rv, w, None, training=True, activation="none").sum().backward()
-    assert rm.dtype == torch.float64
-    assert w.grad.dtype == torch.float64
-    torch.testing.assert_close(rm.cpu(), 0.1 * x.double().mean((0, 2, 3)).cpu(), rtol=1e-6, atol=1e-7)
+    rm, rv = torch.zeros(4, device=DEV, dtype=torch.float32), torch.ones(4, device=DEV, dtype=torch.float32)
+    w = torch.ones(4, device=DEV, dtype=torch.float32, requires_grad=True)
+    batch_norm_act(x, rm, rv, w, None, training=True, activation="none").sum().backward()
+    assert rm.dtype == torch.float32
+    assert w.grad.dtype == torch.float32
+    torch.testing.assert_close(rm.cpu(), 0.1 * x.float().mean((0, 2, 3)).cpu(), rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,13 +450,13 @@ def test_gradcheck_float64(act):
     x = seeded((3, 2, 17), torch.float64, seed=1).requires_grad_()
     w = seeded((2, 17), torch.float64, seed=2).requires_grad_()
     b = seeded((2, 17), torch.float64, seed=3).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x, w, b: K.layer_norm_act(x, (2, 17), w, b, activation=act), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: layer_norm_act(x, (2, 17), w, b, activation=act), (x, w, b))
     xb = seeded((4, 3, 3, 2), torch.float64, seed=4).requires_grad_()
     wb = seeded(3, torch.float64, seed=5).requires_grad_()
     bb = seeded(3, torch.float64, seed=6).requires_grad_()
     for training in (True, False):
         rm, rv = torch.zeros(3, device=DEV, dtype=torch.float64), torch.ones(3, device=DEV, dtype=torch.float64)
-        fn = lambda x, w, b, t=training, rm=rm, rv=rv: K.batch_norm_act(  # noqa: E731
+        fn = lambda x, w, b, t=training, rm=rm, rv=rv: batch_norm_act(  # noqa: E731
             x, rm.clone(), rv.clone(), w, b, training=t, activation=act
         )
         assert torch.autograd.gradcheck(fn, (xb, wb, bb))
@@ -402,8 +464,8 @@ def test_gradcheck_float64(act):
 
 def test_torch_compile_fullgraph_matches_eager():
     def f(x, w, b, xb, wb, bb):
-        y = K.layer_norm_act(x, 32, w, b, activation="gelu")
-        z = K.batch_norm_act(xb, None, None, wb, bb, training=True, activation="relu")
+        y = layer_norm_act(x, 32, w, b, activation="gelu")
+        z = batch_norm_act(xb, None, None, wb, bb, training=True, activation="relu")
         return y.sum() + z.sum()
 
     args = [seeded((8, 32), seed=1), seeded(32, seed=2), seeded(32, seed=3)]
@@ -512,19 +574,19 @@ def test_inputs_on_different_devices_are_rejected():
         ops.layer_norm_act_backward(x, x, mean.cpu(), rstd, [8], None, None, "relu", [True, False, False])
 
 
-@gpu_only
+@cuda_kernels
 def test_bad_input_raises_as_on_the_cpu():
     for bad in (
-        lambda d: ops.layer_norm_act(torch.zeros(2, 3, device=d, dtype=torch.float16), [3], None, None, 1e-5, "relu"),
-        lambda d: ops.layer_norm_act(torch.zeros(2, 3, device=d), [4], None, None, 1e-5, "relu"),
-        lambda d: ops.layer_norm_act(torch.zeros(2, 3, device=d), [3], None, None, 1e-5, "tanh"),
-        lambda d: ops.batch_norm_act(torch.zeros(1, 3, device=d), None, None, None, None, True, 0.1, 1e-5, "relu"),
-        lambda d: ops.batch_norm_act(torch.zeros(2, 3, device=d), None, None, None, None, False, 0.1, 1e-5, "relu"),
+        lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d, dtype=torch.float16), [3], None, None, 1e-5, "relu"),
+        lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d), [4], None, None, 1e-5, "relu"),
+        lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d), [3], None, None, 1e-5, "tanh"),
+        lambda o, d: o.batch_norm_act(torch.zeros(1, 3, device=d), None, None, None, None, True, 0.1, 1e-5, "relu"),
+        lambda o, d: o.batch_norm_act(torch.zeros(2, 3, device=d), None, None, None, None, False, 0.1, 1e-5, "relu"),
     ):
         with pytest.raises(Exception) as cpu_error:  # noqa: PT011  (the type is whatever the CPU op raises)
-            bad("cpu")
+            bad(cpu_ops, "cpu")
         with pytest.raises(type(cpu_error.value)) as cuda_error:
-            bad(DEV)
+            bad(ops, DEV)
         assert str(cuda_error.value).splitlines()[0] == str(cpu_error.value).splitlines()[0]
 
 

@@ -52,7 +52,12 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int64_t kMaxGrid = 65535;  // cap for every grid dim; grid-stride loops cover the rest
+// Cap for every grid dim; grid-stride loops cover the rest. Tests build with a small cap
+// (-DMTNN_MAX_GRID=3) so that every grid-stride loop runs several iterations on small inputs.
+#ifndef MTNN_MAX_GRID
+#define MTNN_MAX_GRID 65535
+#endif
+constexpr int64_t kMaxGrid = MTNN_MAX_GRID;
 
 // MEASURE: rows of at most kWarpRowMax values go warp-per-row, longer ones block-per-row. 1024 is
 // where the warp path's registers (32 values a lane, 64 in the backward) still fit without spills
