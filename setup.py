@@ -43,6 +43,10 @@ CPU_CAPABILITY_FLAGS = {
 }
 
 
+# The CPU conv ladder (csrc/cpu/conv/), rung by rung, then its op glue.
+CONV_SOURCES = ["direct", "im2col", "gemm", "gemm_conv", "conv"]
+
+
 def cpu_capability() -> str:
     """The vector ISA for the CPU kernels: what torch's own kernels dispatch to on this machine.
 
@@ -72,7 +76,11 @@ def extension_kwargs() -> dict:
         print(f"minitorch_nn: not building the extension ({e})", file=sys.stderr)
         return {}
 
-    sources = ["csrc/ops.cpp", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))]
+    sources = [
+        "csrc/ops.cpp",
+        *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp")),
+        *(f"csrc/cpu/conv/{name}.cpp" for name in CONV_SOURCES),
+    ]
     cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.c[pu]*"))
     use_cuda = torch.version.cuda is not None and CUDA_HOME is not None and bool(cuda_sources)
     capability = cpu_capability()

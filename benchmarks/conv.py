@@ -1,9 +1,16 @@
-"""conv2d: the im2col reference against torch's convolution (oneDNN on a CPU, cuDNN on a GPU).
+"""conv2d: the compiled kernel ladder, rung by rung, beside torch's convolution (oneDNN on a CPU).
 
-Shapes are ResNet layers at batch 8. FLOPs count one multiply and one add per weight tap per
-output (2·N·O·H'·W'·(C/g)·kh·kw for the forward); the backward computes dx and dW, twice that.
-The reference materializes the im2col matrix, (C/g)·kh·kw times the input's size, before its
-one matmul: that copy is the cost implicit-GEMM kernels (cuDNN, oneDNN) avoid.
+Shapes are the ResNet-50 layers at batch 8, in NCHW float32, plus the forward at batch 1.
+FLOPs count one multiply and one add per weight tap per output (2·N·O·H'·W'·(C/g)·kh·kw for
+the forward); the backward computes dx and dW, twice that, so fwd+bwd is 3x the forward.
+`% peak` is against the FMA peak measured in the same run (csrc/cpu/peak.cpp), on the same
+threads. Every implementation allocates its outputs the same way (a plain allocation).
+
+Rows: `torch` (oneDNN), each rung of ours (`direct` rung 1, `im2col` rung 2, `gemm` rung 3,
+`implicit` rung 4, `depthwise` for the depthwise layer), and the Python `reference` (im2col in
+Python, which materializes the im2col matrix, (C/g)·kh·kw times the input's size, before its one
+matmul). Rung 1 runs only where a call takes well under a second. The `conv+relu` cases time
+the fused epilogue (`activation="relu"`) against torch's conv followed by a ReLU.
 """
 
 from __future__ import annotations
@@ -12,52 +19,117 @@ import torch
 import torch.nn.functional as TF
 
 import minitorch_nn.functional as F
+import minitorch_nn.kernels as K
 
 from .harness import MODES, Case, autograd_setup, seeded_inputs
 
-# (name, N, C, H, W, O, kernel, stride, padding, groups)
-SHAPES = [
-    ("stem 7x7/2", 8, 3, 224, 224, 64, 7, 2, 3, 1),
-    ("3x3, 64ch @56", 8, 64, 56, 56, 64, 3, 1, 1, 1),
-    ("3x3, 128ch @28", 8, 128, 28, 28, 128, 3, 1, 1, 1),
-    ("3x3, 256ch @14", 8, 256, 14, 14, 256, 3, 1, 1, 1),
-    ("1x1, 64->256 @56", 8, 64, 56, 56, 256, 1, 1, 0, 1),
-    ("3x3 depthwise, 128ch @28", 8, 128, 28, 28, 128, 3, 1, 1, 128),
+# (name, N, C, H, W, O, kernel, stride, padding, groups): ResNet-50's layers (issue 11's list).
+LAYERS = [
+    ("stem 7x7/2 3->64 @224", 3, 224, 224, 64, 7, 2, 3, 1),
+    ("3x3 64->64 @56", 64, 56, 56, 64, 3, 1, 1, 1),
+    ("1x1 64->256 @56", 64, 56, 56, 256, 1, 1, 0, 1),
+    ("1x1 256->64 @56", 256, 56, 56, 64, 1, 1, 0, 1),
+    ("1x1/2 256->512 @56", 256, 56, 56, 512, 1, 2, 0, 1),
+    ("3x3 128->128 @28", 128, 28, 28, 128, 3, 1, 1, 1),
+    ("3x3 256->256 @14", 256, 14, 14, 256, 3, 1, 1, 1),
+    ("1x1 1024->256 @14", 1024, 14, 14, 256, 1, 1, 0, 1),
+    ("3x3 512->512 @7", 512, 7, 7, 512, 3, 1, 1, 1),
+    ("3x3 depthwise 256 @28", 256, 28, 28, 256, 3, 1, 1, 256),
 ]
-QUICK_SHAPES = [("3x3, 8ch @10", 2, 8, 10, 10, 8, 3, 1, 1, 1), ("3x3 depthwise", 2, 8, 10, 10, 8, 3, 1, 1, 8)]
+QUICK_LAYERS = [("3x3 8->8 @10", 8, 10, 10, 8, 3, 1, 1, 1), ("3x3 depthwise 8 @10", 8, 10, 10, 8, 3, 1, 1, 8)]
+# Rung 1 runs at ~1-3 GFLOP/s; beyond this many forward FLOPs a call takes over a second.
+DIRECT_MAX_FLOPS = 0.5e9
+# The Python reference, likewise (it is also a memory hog: the im2col matrix of the whole batch).
+REFERENCE_MAX_FLOPS = 2e9
+
+
+def _rungs(groups: int, channels: int) -> list[str]:
+    """Every general rung, and the depthwise one for a depthwise layer (where the GEMM rungs show why not)."""
+    rungs = [a for a in K.ALGORITHMS if a not in ("auto", "depthwise")]
+    if groups > 1 and groups == channels and "depthwise" in K.ALGORITHMS:
+        rungs.append("depthwise")
+    return rungs
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
     dtype = torch.float32
     out = []
-    for name, n, c, h, w, o, k, s, p, g in QUICK_SHAPES if quick else SHAPES:
-        inputs = seeded_inputs(
-            lambda n=n, c=c, h=h, w=w: torch.randn(n, c, h, w, device=device, dtype=dtype),
-            lambda o=o, c=c, k=k, g=g: (
-                torch.randn(o, c // g, k, k, device=device, dtype=dtype) / (c // g * k * k) ** 0.5
-            ),
-            lambda o=o: torch.randn(o, device=device, dtype=dtype),
-        )
-        conf = {"stride": s, "padding": p, "groups": g}
-        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        flops = 2 * n * o * oh * ow * (c // g) * k * k
-        for mode in MODES:
+    batches = ((2, MODES),) if quick else ((8, MODES), (1, ("fwd",)))
+    for n, modes in batches:
+        for name, c, h, w, o, k, s, p, g in QUICK_LAYERS if quick else LAYERS:
+            inputs = seeded_inputs(
+                lambda n=n, c=c, h=h, w=w: torch.randn(n, c, h, w, device=device, dtype=dtype),
+                lambda o=o, c=c, k=k, g=g: (
+                    torch.randn(o, c // g, k, k, device=device, dtype=dtype) / (c // g * k * k) ** 0.5
+                ),
+                lambda o=o: torch.randn(o, device=device, dtype=dtype),
+            )
+            conf = {"stride": s, "padding": p, "groups": g}
+            oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            flops = 2 * n * o * oh * ow * (c // g) * k * k
+            for mode in modes:
+                impls = {
+                    "torch": autograd_setup(
+                        lambda x, w, b, conf=conf: TF.conv2d(x, w, b, **conf), inputs, mode, (0, 1, 2)
+                    )
+                }
+                if device.type == "cpu" and K.AVAILABLE:
+                    for rung in _rungs(g, c):
+                        if rung == "direct" and flops > DIRECT_MAX_FLOPS:
+                            continue
+                        impls[rung] = autograd_setup(
+                            lambda x, w, b, conf=conf, rung=rung: K.conv2d(x, w, b, **conf, algorithm=rung),
+                            inputs,
+                            mode,
+                            (0, 1, 2),
+                        )
+                if flops <= REFERENCE_MAX_FLOPS:
+                    impls["reference"] = autograd_setup(
+                        lambda x, w, b, conf=conf: F.conv2d(x, w, b, **conf), inputs, mode, (0, 1, 2)
+                    )
+                out.append(
+                    Case(
+                        "conv",
+                        f"conv2d {name}",
+                        f"{n}x{c}x{h}x{w} -> {o}",
+                        dtype,
+                        mode,
+                        impls,
+                        flops=(1 if mode == "fwd" else 3) * flops,
+                    )
+                )
+    # The fused epilogue: f(conv + b) in the kernel's output stage, against torch's conv then relu.
+    if device.type == "cpu" and K.AVAILABLE:
+        epilogue_layers = QUICK_LAYERS[:1] if quick else [LAYERS[1], LAYERS[2], LAYERS[6]]
+        n = 2 if quick else 8
+        for name, c, h, w, o, k, s, p, _g in epilogue_layers:
+            inputs = seeded_inputs(
+                lambda n=n, c=c, h=h, w=w: torch.randn(n, c, h, w, device=device, dtype=dtype),
+                lambda o=o, c=c, k=k: torch.randn(o, c, k, k, device=device, dtype=dtype) / (c * k * k) ** 0.5,
+                lambda o=o: torch.randn(o, device=device, dtype=dtype),
+            )
+            conf = {"stride": s, "padding": p}
+            oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            impls = {
+                "torch": autograd_setup(
+                    lambda x, w, b, conf=conf: torch.relu(TF.conv2d(x, w, b, **conf)), inputs, "fwd"
+                )
+            }
+            impls["ours, conv then relu"] = autograd_setup(
+                lambda x, w, b, conf=conf: torch.relu(K.conv2d(x, w, b, **conf)), inputs, "fwd"
+            )
+            impls["ours, fused relu"] = autograd_setup(
+                lambda x, w, b, conf=conf: K.conv2d(x, w, b, **conf, activation="relu"), inputs, "fwd"
+            )
             out.append(
                 Case(
                     "conv",
-                    f"conv2d {name}",
+                    f"conv2d+relu {name}",
                     f"{n}x{c}x{h}x{w} -> {o}",
                     dtype,
-                    mode,
-                    {
-                        "torch": autograd_setup(
-                            lambda x, w, b, conf=conf: TF.conv2d(x, w, b, **conf), inputs, mode, (0, 1, 2)
-                        ),
-                        "reference": autograd_setup(
-                            lambda x, w, b, conf=conf: F.conv2d(x, w, b, **conf), inputs, mode, (0, 1, 2)
-                        ),
-                    },
-                    flops=(1 if mode == "fwd" else 3) * flops,
+                    "fwd",
+                    impls,
+                    flops=2 * n * o * oh * ow * c * k * k,
                 )
             )
     return out

@@ -58,6 +58,7 @@ class Result:
     gbps: float | None = None
     pct_copy_bw: float | None = None
     gflops: float | None = None
+    pct_peak: float | None = None  # GFLOP/s as a percentage of the measured FMA peak (compute-bound rows)
     speedup_vs_baseline: float | None = None
     error: str | None = None
 
@@ -155,7 +156,25 @@ def copy_bandwidth_gbps(timer: Timer, numel: int, dtype: torch.dtype) -> float:
     return 2 * numel * x.element_size() / (median_us * 1e-6) / 1e9
 
 
-def run_case(case: Case, timer: Timer, copy_gbps: dict[tuple[int, torch.dtype], float]) -> list[Result]:
+def peak_gflops(dtype: torch.dtype) -> float | None:
+    """The machine's multiply-add peak for ``dtype`` on the benchmark's threads, measured now.
+
+    The probe is ours (``csrc/cpu/peak.cpp``): independent vector FMA chains in registers, in
+    the vector ISA the extension was built for, best of five. None without the extension.
+    """
+    import minitorch_nn.kernels as K
+
+    if not K.AVAILABLE or dtype not in (torch.float32, torch.float64):
+        return None
+    return float(torch.ops.minitorch_nn._fma_peak_gflops(dtype, cpu_threads()))
+
+
+def run_case(
+    case: Case,
+    timer: Timer,
+    copy_gbps: dict[tuple[int, torch.dtype], float],
+    peaks: dict[torch.dtype, float] | None = None,
+) -> list[Result]:
     """Validate and time every implementation of ``case``."""
     closures: dict[str, Closure] = {}
     results: dict[str, Result] = {}
@@ -186,6 +205,8 @@ def run_case(case: Case, timer: Timer, copy_gbps: dict[tuple[int, torch.dtype], 
                 row.pct_copy_bw = 100 * row.gbps / copy_gbps[key]
         if case.flops:
             row.gflops = case.flops / seconds / 1e9
+            if peaks and peaks.get(case.dtype):
+                row.pct_peak = 100 * row.gflops / peaks[case.dtype]
     base = results.get(case.baseline)
     for row in results.values():
         if base and base.median_us and row.median_us and row.impl != case.baseline:

@@ -26,6 +26,7 @@ COLUMNS = [
     ("GB/s", "gbps"),
     ("% copy BW", "pct_copy_bw"),
     ("GFLOP/s", "gflops"),
+    ("% peak", "pct_peak"),
     ("vs torch", "speedup_vs_baseline"),
 ]
 
@@ -64,6 +65,8 @@ def environment(device: torch.device) -> dict[str, str]:
         )
     else:
         env["cpu backend"] = f"mkldnn (oneDNN) available: {torch.backends.mkldnn.is_available()}"
+        # setup.py builds our kernels for the ISA torch dispatches to (unless MINITORCH_CPU_CAPABILITY says otherwise).
+        env["vector ISA (torch's dispatch; our build follows it)"] = torch.backends.cpu.get_cpu_capability()
     return env
 
 
@@ -83,7 +86,7 @@ def _format(key: str, value) -> str:
         return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} us"
     if key == "speedup_vs_baseline":
         return f"{value:.2f}x"
-    if key == "pct_copy_bw":
+    if key in ("pct_copy_bw", "pct_peak"):
         return f"{value:.0f}%"
     if isinstance(value, float):
         return f"{value:.1f}"
@@ -122,7 +125,8 @@ def markdown(
     out += [
         "",
         "Median of repeated runs (IQR beside it); GB/s from each case's minimum memory traffic; "
-        "`vs torch` is torch's time divided by the implementation's (above 1 is faster than torch).",
+        "`vs torch` is torch's time divided by the implementation's (above 1 is faster than torch); "
+        "`% peak` is GFLOP/s against the FMA peak measured in the same run.",
     ]
     for family in dict.fromkeys(r.family for r in rows):
         fam = [r for r in rows if r.family == family]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import activation, conv, dropout, linear, loss, norm_act, normalization, pooling, report
-from .harness import Case, Result, Timer, copy_bandwidth_gbps, cpu_threads, run_case
+from .harness import Case, Result, Timer, copy_bandwidth_gbps, cpu_threads, peak_gflops, run_case
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
 FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
@@ -83,10 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         copy_gbps[key] = copy_bandwidth_gbps(timer, *key)
         print(f"copy bandwidth, {key[0]} x {key[1]}: {copy_gbps[key]:.1f} GB/s", file=sys.stderr)
 
+    peaks: dict[torch.dtype, float] = {}
+    if device.type == "cpu":
+        for dtype in sorted({c.dtype for c in cases if c.flops}, key=str):
+            peak = peak_gflops(dtype)
+            if peak:
+                peaks[dtype] = peak
+                env[f"FMA peak, {str(dtype).removeprefix('torch.')}"] = (
+                    f"{peak:.1f} GFLOP/s (measured, {cpu_threads()} threads)"
+                )
+                print(f"FMA peak, {dtype}: {peak:.1f} GFLOP/s", file=sys.stderr)
+
     rows: list[Result] = []
     started = time.monotonic()
     for i, case in enumerate(cases, 1):
-        case_rows = run_case(case, timer, copy_gbps)
+        case_rows = run_case(case, timer, copy_gbps, peaks)
         progress(i, len(cases), case, case_rows, started)
         rows += case_rows
 

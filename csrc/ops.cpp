@@ -54,6 +54,26 @@ TORCH_LIBRARY(minitorch_nn, m) {
       "batch_norm_act_backward(Tensor grad_out, Tensor input, Tensor save_mean, Tensor save_rstd, "
       "Tensor? weight, Tensor? bias, bool training, str activation, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)");
+
+  // 2-D convolution (cross-correlation) with an optional fused epilogue:
+  //   out = act(conv2d(input, weight) + bias),  padding = (top, bottom, left, right).
+  // algorithm picks the rung of the CPU ladder (csrc/cpu/conv/): "direct", "im2col", "gemm",
+  // "implicit", "depthwise" or "auto" (the fastest that applies).
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
+      "int groups, str activation, str algorithm) -> Tensor");
+  // Gradients of conv2d w.r.t. (input, weight, bias), each on request (output_mask); one not asked
+  // for (or of an absent bias) comes back empty. With an activation, the pre-activation z is
+  // recomputed (one more forward) to form dz = grad_out·f'(z): nothing but the inputs is saved.
+  m.def(
+      "conv2d_backward(Tensor grad_out, Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups, str activation, str algorithm, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // C = A @ B by the conv ladder's own packed GEMM (csrc/cpu/conv/gemm.h), for its tests and the
+  // block-size sweep. blocking = [MC, KC, NC] overrides the cache blocking; [] uses the default.
+  m.def("_gemm(Tensor a, Tensor b, int[] blocking) -> Tensor");
+  // The machine's measured peak multiply-add throughput, in GFLOP/s, on `threads` threads: the
+  // limit the benchmark's compute-bound rows are a percentage of (csrc/cpu/peak.cpp).
+  m.def("_fma_peak_gflops(ScalarType dtype, int threads) -> float");
 }
 
 // `import minitorch_nn._C` needs a module init function; the ops are reached through torch.ops.

@@ -27,8 +27,8 @@ from .strategies import dtypes, layouts, values
 REGIMES = ("normal", "wide")  # sums of 1e150-sized products overflow by design
 
 
-def conv_tolerances(x, w, b, conf, gather_copies: int = 1) -> dict[str, Tol]:
-    """Reduction bounds (compare.py) with each output's absolute-value sum computed exactly.
+def conv_abs_sums(x, w, b, conf, gather_copies: int = 1) -> dict[str, tuple[int, float]]:
+    """For the output and each gradient: (reduction length k, largest absolute-value sum S).
 
     Every output of a convolution is a dot product, so its error is at most γ_k · Σ|terms|.
     The sums Σ|terms| are themselves convolutions of absolute values, which torch computes
@@ -51,17 +51,22 @@ def conv_tolerances(x, w, b, conf, gather_copies: int = 1) -> dict[str, Tol]:
     positions = ya.numel() // max(o, 1)  # N·H'·W'
 
     def biggest(t):
-        return float(t.max()) if t.numel() else 0.0
+        return float(t.detach().max()) if t.numel() else 0.0
 
     bias = biggest(b.detach().double().abs()) if b is not None else 0.0
-    tol = {
-        "output": reduction_tol(x.dtype, c_per_group * kh * kw + 1, biggest(ya) + bias),
-        "input": reduction_tol(x.dtype, gather_copies * (o // conf["groups"]) * kh * kw, gather_copies * biggest(dxa)),
-        "weight": reduction_tol(x.dtype, positions, biggest(dwa)),
+    sums = {
+        "output": (c_per_group * kh * kw + 1, biggest(ya) + bias),
+        "input": (gather_copies * (o // conf["groups"]) * kh * kw, gather_copies * biggest(dxa)),
+        "weight": (positions, biggest(dwa)),
     }
     if b is not None:
-        tol["bias"] = reduction_tol(x.dtype, positions, biggest(dya.sum_to_size(1, o, 1, 1)) if dya.numel() else 0.0)
-    return tol
+        sums["bias"] = (positions, biggest(dya.sum_to_size(1, o, 1, 1)) if dya.numel() else 0.0)
+    return sums
+
+
+def conv_tolerances(x, w, b, conf, gather_copies: int = 1) -> dict[str, Tol]:
+    """Reduction bounds (compare.py) with each output's absolute-value sum computed exactly (conv_abs_sums)."""
+    return {name: reduction_tol(x.dtype, k, s) for name, (k, s) in conv_abs_sums(x, w, b, conf, gather_copies).items()}
 
 
 @st.composite

@@ -20,15 +20,19 @@ says why, and calling an op raises a ``RuntimeError`` that says the same.
 from __future__ import annotations
 
 from ._loader import AVAILABLE, UNAVAILABLE_REASON, require
+from .conv import ALGORITHMS, Conv2dAct, conv2d
 from .norm_act import ACTIVATIONS, BatchNormAct2d, LayerNormAct, batch_norm_act, layer_norm_act
 
 __all__ = [
     "ACTIVATIONS",
+    "ALGORITHMS",
     "AVAILABLE",
     "UNAVAILABLE_REASON",
     "BatchNormAct2d",
+    "Conv2dAct",
     "LayerNormAct",
     "batch_norm_act",
+    "conv2d",
     "layer_norm_act",
     "require",
 ]

@@ -1,0 +1,251 @@
+// The conv2d op on the CPU: argument checks, layouts, the choice of rung, the fused epilogue and
+// the backward's glue. The kernels are the rungs (conv.h lists them); this file runs once per
+// call and does no per-element work but the bias gradient and dz = dy·f'(z).
+//
+// Layouts. torch returns a channels_last output when the input or the weight is channels_last
+// (by stride order, as Tensor::suggest_memory_format reads it), NCHW otherwise; so do we, and
+// the gradients of input and weight come back in that same format. Rung 1 reads and writes any
+// strides in place. The other rungs compute in NCHW: a channels_last (or otherwise strided)
+// input is copied to NCHW first and the NCHW result copied into the channels_last output. Those
+// copies are real costs of rungs 2-4 on channels_last data, and the benchmark counts them.
+//
+// The backward with an activation recomputes z = conv(x, w) + b (one forward) to form
+// dz = dy·f'(z): the op saves nothing but its inputs. Training with an activation costs that
+// extra forward; a pre-activation kept from the forward would cost a tensor of the output's
+// size in memory instead.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "../../norm_act_checks.h"
+#include "../../ops.h"
+#include "conv.h"
+#include "epilogue.h"
+
+namespace minitorch_nn {
+namespace conv {
+namespace {
+
+enum class Algo { Direct, Im2col, Gemm, Implicit, Depthwise };
+
+// Checks everything torch checks, with torch's messages and exception types, and computes the shapes.
+ConvShape plan_shape(const char* op, const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(x.dim() == 4, op, ": expected 4-D input (N, C, H, W), got input of size ", x.sizes());
+  TORCH_CHECK(w.dim() == 4, op, ": weight must be 4-D (out_channels, in_channels/groups, kh, kw), got ", w.dim(),
+              "-D");
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 4 && dilation.size() == 2, op,
+              ": expected 2 strides, 4 paddings (top, bottom, left, right) and 2 dilations");
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK_NOT_IMPLEMENTED(dtype == at::kFloat || dtype == at::kDouble, op,
+                              ": the compiled conv2d supports float32 and float64, got ", dtype);
+  TORCH_CHECK(w.scalar_type() == dtype, "Input type (", dtype, ") and weight type (", w.scalar_type(),
+              ") should be the same");
+  check_same_device(op, "weight", w, x);
+  for (auto v : stride) TORCH_CHECK(v > 0, "non-positive stride is not supported");
+  for (auto v : padding) TORCH_CHECK(v >= 0, "negative padding is not supported");
+  for (auto v : dilation) TORCH_CHECK(v > 0, "non-positive dilation is not supported");
+  TORCH_CHECK(groups > 0, "non-positive groups is not supported");
+  ConvShape s{};
+  s.N = x.size(0), s.C = x.size(1), s.H = x.size(2), s.W = x.size(3);
+  s.O = w.size(0), s.kh = w.size(2), s.kw = w.size(3);
+  TORCH_CHECK(x.numel() > 0 || s.N == 0 || s.C == 0,
+              "Only zero batch or zero channel inputs are supported, but got input shape: ", x.sizes());
+  TORCH_CHECK(s.kh > 0 && s.kw > 0, "kernel size should be greater than zero, but got kernel_height: ", s.kh,
+              " kernel_width: ", s.kw);
+  TORCH_CHECK(s.O >= groups && s.O % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
+              groups, " at dimension 0 (and at least 1), but got weight of size ", w.sizes(), " instead");
+  TORCH_CHECK(s.C == w.size(1) * groups, "Given groups=", groups, ", weight of size ", w.sizes(),
+              ", expected input", x.sizes(), " to have ", w.size(1) * groups, " channels, but got ", s.C,
+              " channels instead");
+  if (present(bias)) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == s.O && bias->scalar_type() == dtype, "Given weight of size ",
+                w.sizes(), ", expected bias to be 1-dimensional with ", s.O, " elements of type ", dtype,
+                ", but got bias of size ", bias->sizes(), " and type ", bias->scalar_type(), " instead");
+    check_same_device(op, "bias", *bias, x);
+  }
+  s.stride_h = stride[0], s.stride_w = stride[1];
+  s.pad_top = padding[0], s.pad_left = padding[2];
+  s.dil_h = dilation[0], s.dil_w = dilation[1];
+  s.groups = groups;
+  const int64_t padded_h = s.H + padding[0] + padding[1], padded_w = s.W + padding[2] + padding[3];
+  const int64_t span_h = s.dil_h * (s.kh - 1) + 1, span_w = s.dil_w * (s.kw - 1) + 1;
+  TORCH_CHECK(span_h <= padded_h && span_w <= padded_w, "Calculated padded input size per channel: (", padded_h,
+              " x ", padded_w, "). Kernel size: (", span_h, " x ", span_w,
+              "). Kernel size can't be greater than actual input size");
+  s.OH = (padded_h - span_h) / s.stride_h + 1;
+  s.OW = (padded_w - span_w) / s.stride_w + 1;
+  return s;
+}
+
+bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.groups == s.C; }
+
+Algo parse_algorithm(c10::string_view name, const ConvShape& s) {
+  if (name == "direct") return Algo::Direct;
+  if (name == "im2col") return Algo::Im2col;
+  if (name == "gemm") return Algo::Gemm;
+  if (name == "depthwise") {
+    TORCH_CHECK_VALUE(is_depthwise(s), "algorithm='depthwise' needs groups == in_channels > 1, got groups=", s.groups,
+                      " with ", s.C, " input channels");
+    return Algo::Depthwise;
+  }
+  TORCH_CHECK_VALUE(name == "auto", "algorithm must be one of 'auto', 'direct', 'im2col', 'gemm'",
+                    ", 'depthwise'; got '", std::string(name), "'");
+  return Algo::Gemm;
+}
+
+at::MemoryFormat output_format(const at::Tensor& x, const at::Tensor& w) {
+  const bool cl = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                  w.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+template <typename T>
+View4<T> view(const at::Tensor& t) {
+  return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+template <typename T>
+View4<const T> cview(const at::Tensor& t) {
+  return {t.const_data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+template <typename T>
+const T* ptr_or_null(const std::optional<at::Tensor>& t) {
+  return present(t) ? t->const_data_ptr<T>() : nullptr;
+}
+
+// The NCHW-contiguous tensor a rung writes into: `out` itself when it is NCHW, else a temporary.
+at::Tensor nchw_target(const at::Tensor& out) {
+  return out.is_contiguous() ? out : at::empty(out.sizes(), out.options());
+}
+
+// out = act(conv(x, w) + bias), out already allocated (any layout).
+void run_forward(Algo algo, const ConvShape& s, const at::Tensor& x, const at::Tensor& w,
+                 const std::optional<at::Tensor>& bias_, Act act, const at::Tensor& out) {
+  if (s.N == 0) return;
+  const std::optional<at::Tensor> bias = present(bias_) ? std::optional<at::Tensor>(bias_->contiguous()) : std::nullopt;
+  // No input channels (K = 0) leaves bias + activation, which rung 1 does with its empty sums.
+  if (s.K() == 0) algo = Algo::Direct;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
+    if (algo == Algo::Direct) {
+      direct_forward<scalar_t>(s, cview<scalar_t>(x), cview<scalar_t>(w), ptr_or_null<scalar_t>(bias), act,
+                               view<scalar_t>(out));
+      return;
+    }
+    const at::Tensor xc = x.contiguous(), wc = w.contiguous(), y = nchw_target(out);
+    const scalar_t *xp = xc.const_data_ptr<scalar_t>(), *wp = wc.const_data_ptr<scalar_t>();
+    const scalar_t* bp = ptr_or_null<scalar_t>(bias);
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    switch (algo) {
+      case Algo::Im2col: im2col_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
+      case Algo::Gemm: gemm_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
+      default: TORCH_INTERNAL_ASSERT(false, "conv2d: unhandled algorithm");
+    }
+    if (!y.is_same(out)) out.copy_(y);
+  });
+}
+
+at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                      c10::string_view activation, c10::string_view algorithm) {
+  const ConvShape s = plan_shape("conv2d", input, weight, bias, stride, padding, dilation, groups);
+  const Act act = parse_activation(std::string(activation));
+  const Algo algo = parse_algorithm(algorithm, s);
+  // A plain allocation, as torch's convolution makes: the benchmark compares kernels, not allocators.
+  at::Tensor out = at::empty({s.N, s.O, s.OH, s.OW}, input.options().memory_format(output_format(input, weight)));
+  run_forward(algo, s, input, weight, bias, act, out);
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    int64_t groups, c10::string_view activation, c10::string_view algorithm, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "conv2d_backward";
+  const ConvShape s = plan_shape(op, input, weight, bias, stride, padding, dilation, groups);
+  const Act act = parse_activation(std::string(activation));
+  Algo algo = parse_algorithm(algorithm, s);
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == s.N && grad_out.size(1) == s.O && grad_out.size(2) == s.OH &&
+                  grad_out.size(3) == s.OW,
+              op, ": grad_out of shape ", grad_out.sizes(), " does not match the output shape [", s.N, ", ", s.O, ", ",
+              s.OH, ", ", s.OW, "]");
+  TORCH_CHECK(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out has dtype ", grad_out.scalar_type(),
+              " but input has dtype ", input.scalar_type());
+  check_same_device(op, "grad_out", grad_out, input);
+  const auto format = output_format(input, weight);
+  const bool need_dx = output_mask[0], need_dw = output_mask[1], need_db = output_mask[2] && present(bias);
+  const auto opts = input.options();
+  at::Tensor dx = need_dx ? at::empty(input.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
+  at::Tensor dw = need_dw ? at::empty(weight.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
+  at::Tensor db = need_db ? at::empty({s.O}, opts) : at::empty({0}, opts);
+  if (s.N == 0 || s.K() == 0) {  // nothing flows: every sum is empty
+    if (need_dx) dx.zero_();
+    if (need_dw) dw.zero_();
+    if (need_db) db.zero_();
+    return {dx, dw, db};
+  }
+  // dz = dy·f'(z), NCHW-contiguous, with z recomputed by the same rung.
+  at::Tensor dz = grad_out.contiguous();
+  if (act != Act::None) {
+    at::Tensor z = at::empty(dz.sizes(), opts);
+    run_forward(algo, s, input, weight, bias, Act::None, z);
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_backward", [&] {
+      mul_act_derivative<scalar_t>(dz.const_data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), z.numel(), act);
+    });
+    dz = z;
+  }
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_backward", [&] {
+    if (need_db) {  // db[o] = Σ_{n, l} dz[n, o, l], summed in double in a fixed order
+      const scalar_t* d = dz.const_data_ptr<scalar_t>();
+      scalar_t* out = db.data_ptr<scalar_t>();
+      const int64_t L = s.L();
+      at::parallel_for(0, s.O, 1, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
+          double acc = 0;
+          for (int64_t n = 0; n < s.N; ++n) {
+            const scalar_t* row = d + (n * s.O + o) * L;
+            for (int64_t l = 0; l < L; ++l) acc += row[l];
+          }
+          out[o] = static_cast<scalar_t>(acc);
+        }
+      });
+    }
+    if (!need_dx && !need_dw) return;
+    if (algo == Algo::Direct) {
+      View4<scalar_t> dxv = need_dx ? view<scalar_t>(dx) : View4<scalar_t>{};
+      View4<scalar_t> dwv = need_dw ? view<scalar_t>(dw) : View4<scalar_t>{};
+      direct_backward<scalar_t>(s, cview<scalar_t>(dz), cview<scalar_t>(input), cview<scalar_t>(weight),
+                                need_dx ? &dxv : nullptr, need_dw ? &dwv : nullptr);
+      return;
+    }
+    const at::Tensor xc = input.contiguous(), wc = weight.contiguous();
+    const at::Tensor dx_nchw = need_dx ? nchw_target(dx) : dx, dw_nchw = need_dw ? nchw_target(dw) : dw;
+    const scalar_t *dzp = dz.const_data_ptr<scalar_t>(), *xp = xc.const_data_ptr<scalar_t>(),
+                   *wp = wc.const_data_ptr<scalar_t>();
+    scalar_t* dxp = need_dx ? dx_nchw.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dwp = need_dw ? dw_nchw.data_ptr<scalar_t>() : nullptr;
+    switch (algo) {
+      case Algo::Im2col: im2col_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
+      case Algo::Gemm: gemm_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
+      default: TORCH_INTERNAL_ASSERT(false, "conv2d_backward: unhandled algorithm");
+    }
+    if (need_dx && !dx_nchw.is_same(dx)) dx.copy_(dx_nchw);
+    if (need_dw && !dw_nchw.is_same(dw)) dw.copy_(dw_nchw);
+  });
+  return {dx, dw, db};
+}
+
+}  // namespace
+}  // namespace conv
+}  // namespace minitorch_nn
+
+TORCH_LIBRARY_IMPL(minitorch_nn, CPU, m) {
+  m.impl("conv2d", &minitorch_nn::conv::conv2d_cpu);
+  m.impl("conv2d_backward", &minitorch_nn::conv::conv2d_backward_cpu);
+}
