@@ -400,3 +400,20 @@ def test_unbatched_input_gives_an_unbatched_output_like_torch():
     ours, theirs = K.conv2d(x, w, padding="same"), TF.conv2d(x, w, padding="same")
     assert ours.shape == theirs.shape == (5, 7, 7)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_digits_model_trains_on_the_kernels_to_torchs_curve_and_accuracy():
+    pytest.importorskip("sklearn")
+    from minitorch_nn.examples import digits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the example does
+    try:
+        res = digits.train(epochs=2, seed=0, log=lambda line: None, conv_kernels=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert sum(isinstance(m, K.Conv2dAct) for m in res.ours.model.modules()) >= 2
+    # The example's own per-step tolerance (float32 vs float64 drift of torch itself).
+    assert res.agree, f"max |dL|/tol = {res.worst_ratio}"
+    assert res.ours.test_accuracy == pytest.approx(res.theirs.test_accuracy, abs=1 / 360)  # at most one digit
+    assert res.ours.test_accuracy[-1] > 0.8

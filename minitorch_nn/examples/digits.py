@@ -204,14 +204,24 @@ def train(
     widths: Sequence[int] = (16, 32),
     activation: str = "silu",
     log: Callable[[str], None] = print,
+    conv_kernels: bool = False,
 ) -> Result:
-    """Train ours, torch's twin and the float64 control epoch by epoch; ``log`` each epoch's row."""
+    """Train ours, torch's twin and the float64 control epoch by epoch; ``log`` each epoch's row.
+
+    With ``conv_kernels``, our model's convolutions run on the compiled conv2d kernels
+    (:func:`minitorch_nn.kernels.use_conv_kernels`) instead of the Python reference.
+    """
     x_train, y_train, x_test, y_test = load_digits_split(seed)
     torch.manual_seed(seed)
     ours = SmallCNN(in_channels=1, num_classes=10, widths=widths, activation=activation)
     twin, report = convert(ours, to="torch")  # a copy: the same weights, in torch.nn layers
     if report.left_alone:
         raise RuntimeError(f"the torch twin is not all torch.nn:\n{report}")
+    if conv_kernels:
+        from ..kernels import require, use_conv_kernels
+
+        require()
+        use_conv_kernels(ours)
     control = copy.deepcopy(twin)  # .to(float64) inside Run
     batches = batch_order(len(y_train), epochs, batch_size, seed)
     settings = {"lr": lr, "momentum": momentum}
@@ -288,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default: 1; see the module docstring)"
     )
+    parser.add_argument(
+        "--conv-kernels", action="store_true", help="run our convolutions on the compiled conv2d kernel ladder"
+    )
     parser.add_argument("--quick", action="store_true", help="2 epochs: check that everything runs")
     parser.add_argument("--out", default="digits_loss.png", help="where to save the plot (default: ./digits_loss.png)")
     args = parser.parse_args(argv)
@@ -296,7 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     epochs = 2 if args.quick else args.epochs
-    result = train(epochs, args.seed, args.batch_size, args.lr, activation=args.activation)
+    result = train(
+        epochs, args.seed, args.batch_size, args.lr, activation=args.activation, conv_kernels=args.conv_kernels
+    )
     ours, theirs = result.ours, result.theirs
     print(
         f"\nfinal test accuracy: minitorch_nn {ours.test_accuracy[-1]:.2%}, torch.nn {theirs.test_accuracy[-1]:.2%}\n"

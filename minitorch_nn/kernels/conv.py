@@ -37,7 +37,7 @@ from ..nn.conv import Conv2d
 from ._loader import AVAILABLE, require
 from .norm_act import _check_activation
 
-__all__ = ["ALGORITHMS", "Conv2dAct", "conv2d"]
+__all__ = ["ALGORITHMS", "Conv2dAct", "conv2d", "use_conv_kernels"]
 
 ALGORITHMS = ("auto", "direct", "im2col", "gemm")
 
@@ -239,3 +239,29 @@ class Conv2dAct(Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}, algorithm={self.algorithm!r}"
+
+
+def use_conv_kernels(model: torch.nn.Module, algorithm: str = "auto") -> torch.nn.Module:
+    """Replace, in place, every reference :class:`minitorch_nn.nn.Conv2d` in ``model`` by a :class:`Conv2dAct`.
+
+    The new layers hold the same Parameter objects (an optimizer built before keeps working) and
+    compute the same function with a compiled kernel. Returns ``model``.
+
+    Example::
+
+        >>> from minitorch_nn.models import SmallCNN
+        >>> from minitorch_nn.kernels import Conv2dAct, use_conv_kernels
+        >>> model = use_conv_kernels(SmallCNN(in_channels=1, num_classes=10))
+        >>> sum(isinstance(m, Conv2dAct) for m in model.modules()) > 0
+        True
+    """
+    _check_algorithm(algorithm)
+    for name, child in list(model.named_children()):
+        if type(child) is Conv2d:
+            new = Conv2dAct.__new__(Conv2dAct)
+            new.__dict__.update(child.__dict__)  # parameters, buffers, hooks and settings, shared
+            new.activation, new.algorithm = "none", algorithm
+            setattr(model, name, new)
+        else:
+            use_conv_kernels(child, algorithm)
+    return model
