@@ -43,7 +43,10 @@ def cpu_model() -> str:
 
 def device_slug(device: torch.device) -> str:
     """Directory name for results: the GPU's name, or the CPU's model and thread count."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu_model()} {cpu_threads()}t"
+    # The vector ISA is part of a CPU's name: AVX2 and AVX-512 machines of one model must not
+    # overwrite each other's results.
+    cpu = f"cpu {cpu_model()} {cpu_threads()}t {torch.backends.cpu.get_cpu_capability()}"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
@@ -67,7 +70,23 @@ def environment(device: torch.device) -> dict[str, str]:
         env["cpu backend"] = f"mkldnn (oneDNN) available: {torch.backends.mkldnn.is_available()}"
         # setup.py builds our kernels for the ISA torch dispatches to (unless MINITORCH_CPU_CAPABILITY says otherwise).
         env["vector ISA (torch's dispatch; our build follows it)"] = torch.backends.cpu.get_cpu_capability()
+        env["transparent huge pages"] = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    env["compiler"] = _first_line(["c++", "--version"])
     return env
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return "unknown"
 
 
 def _git_commit() -> str:
@@ -99,6 +118,8 @@ def _cells(rows: Sequence[Result]) -> list[list[str]]:
         line = [_format(key, getattr(r, key)) for _, key in COLUMNS]
         if r.error:
             line[5] = f"FAILED: {r.error}"
+        if r.flag:
+            line[[key for _, key in COLUMNS].index("pct_copy_bw")] = "FLAGGED"
         cells.append(line)
     return cells
 
@@ -115,13 +136,21 @@ def table(rows: Sequence[Result]) -> str:
 
 
 def markdown(
-    env: dict[str, str], copy_gbps: dict[str, float], rows: Sequence[Result], notes: dict[str, str] | None = None
+    env: dict[str, str],
+    copy_gbps: dict[str, float],
+    rows: Sequence[Result],
+    notes: dict[str, str] | None = None,
+    clone_gbps: dict[str, str] | None = None,
 ) -> str:
     """The report: environment, copy bandwidths, then per family its notes (the family module's
     docstring: what is compared and where the time goes) and its table."""
     out = ["# minitorch_nn benchmarks", ""]
     out += [f"- **{k}**: {v}" for k, v in env.items()]
-    out += [f"- **copy bandwidth** (`x.clone()`, read + write), {k}: {v:.1f} GB/s" for k, v in copy_gbps.items()]
+    out += [
+        f"- **memory floor** (`y.copy_(x)` into mapped, warm memory, read + write, best of many), {k}: {v:.1f} GB/s"
+        for k, v in copy_gbps.items()
+    ]
+    out += [f"- **{k}**: {v}" for k, v in (clone_gbps or {}).items()]
     out += [
         "",
         "Median of repeated runs (IQR beside it); GB/s from each case's minimum memory traffic; "
@@ -136,6 +165,10 @@ def markdown(
         out.append("| " + " | ".join(title for title, _ in COLUMNS) + " |")
         out.append("|" + "---|" * len(COLUMNS))
         out += ["| " + " | ".join(line) + " |" for line in _cells(fam)]
+        flagged = [r for r in fam if r.flag]
+        if flagged:
+            out += ["", "Flagged (not printed as a percentage):"]
+            out += [f"- {r.op} · {r.shape} · {r.mode} · {r.impl}: {r.flag}" for r in flagged]
     return "\n".join(out) + "\n"
 
 
@@ -145,10 +178,16 @@ def write(
     copy_gbps: dict[str, float],
     rows: Sequence[Result],
     notes: dict[str, str] | None = None,
+    clone_gbps: dict[str, str] | None = None,
 ) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     md, js = outdir / "report.md", outdir / "results.json"
-    md.write_text(markdown(env, copy_gbps, rows, notes))
-    payload = {"environment": env, "copy_bandwidth_gbps": copy_gbps, "results": [dataclasses.asdict(r) for r in rows]}
+    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps))
+    payload = {
+        "environment": env,
+        "memory_floor_gbps": copy_gbps,
+        "clone_gbps": clone_gbps or {},
+        "results": [dataclasses.asdict(r) for r in rows],
+    }
     js.write_text(json.dumps(payload, indent=1) + "\n")
     return [md, js]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import activation, conv, dropout, linear, loss, norm_act, normalization, pooling, report
-from .harness import Case, Result, Timer, copy_bandwidth_gbps, cpu_threads, peak_gflops, run_case
+from .harness import Case, Result, Timer, clone_bandwidth_gbps, copy_bandwidth_gbps, cpu_threads, peak_gflops, run_case
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
 FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
@@ -79,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     env = report.environment(device)
     print(f"minitorch_nn benchmarks on {device} ({env['gpu'] if 'gpu' in env else env['cpu']})", file=sys.stderr)
     copy_gbps: dict[tuple[int, torch.dtype], float] = {}
+    clone_gbps: dict[str, str] = {}
     for key in sorted({(c.copy_elements, c.dtype) for c in cases if c.copy_elements}, key=str):
         copy_gbps[key] = copy_bandwidth_gbps(timer, *key)
-        print(f"copy bandwidth, {key[0]} x {key[1]}: {copy_gbps[key]:.1f} GB/s", file=sys.stderr)
+        name = f"{key[0]} x {str(key[1]).removeprefix('torch.')}"
+        clone_gbps[f"allocate + fault + copy (`x.clone()`), {name}"] = f"{clone_bandwidth_gbps(timer, *key):.1f} GB/s"
+        print(f"memory floor, {name}: {copy_gbps[key]:.1f} GB/s", file=sys.stderr)
 
     peaks: dict[torch.dtype, float] = {}
     if device.type == "cpu":
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + report.table(rows))
     outdir = args.out or RESULTS / (report.device_slug(device) + ("-quick" if args.quick else ""))
     copy_named = {f"{n} x {str(d).removeprefix('torch.')}": v for (n, d), v in copy_gbps.items()}
-    for path in report.write(outdir, env, copy_named, rows, family_notes(families)):
+    for path in report.write(outdir, env, copy_named, rows, family_notes(families), clone_gbps):
         print(f"wrote {path}", file=sys.stderr)
     failed = [r for r in rows if r.error]
     if failed:

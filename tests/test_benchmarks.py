@@ -7,7 +7,15 @@ import json
 import torch
 
 from benchmarks import run
-from benchmarks.harness import Case, Timer, autograd_setup, run_case, seeded_inputs
+from benchmarks.harness import (
+    Case,
+    Timer,
+    autograd_setup,
+    copy_bandwidth_gbps,
+    run_case,
+    seeded_inputs,
+)
+from benchmarks.report import markdown
 
 
 def test_entry_point_writes_markdown_and_json(tmp_path, capsys):
@@ -17,7 +25,8 @@ def test_entry_point_writes_markdown_and_json(tmp_path, capsys):
     assert impls == {(f, i) for f in ("linear", "dropout") for i in ("torch", "reference")}
     assert all(r["median_us"] > 0 and r["error"] is None for r in data["results"])
     assert all(r["gflops"] > 0 for r in data["results"] if r["family"] == "linear")
-    assert all(r["pct_copy_bw"] > 0 for r in data["results"] if r["family"] == "dropout")
+    # Each memory-bound row is a percentage of the floor, or flagged if it claims to beat it.
+    assert all((r["pct_copy_bw"] or 0) > 0 or "floor" in r["flag"] for r in data["results"] if r["family"] == "dropout")
     assert "torch" in data["environment"]
     assert "## linear" in (tmp_path / "report.md").read_text()
     assert "vs torch" in capsys.readouterr().out
@@ -40,3 +49,41 @@ def test_an_implementation_with_a_wrong_answer_is_reported_not_timed():
     assert torch_row.median_us > 0
     assert wrong_row.median_us is None
     assert "differs from the baseline" in wrong_row.error
+
+
+def copy_case(impls: dict) -> Case:
+    n = 1 << 16
+    return Case("activation", "copy", str(n), torch.float32, "fwd", impls, bytes_moved=8 * n, copy_elements=n)
+
+
+def test_the_memory_floor_is_a_plausible_machine_figure():
+    gbps = copy_bandwidth_gbps(Timer(torch.device("cpu"), min_run_time=0.05), 1 << 20, torch.float32)
+    # Above 0, and below what any machine this runs on can copy (a few hundred GB/s per socket).
+    assert 0 < gbps < 2000
+
+
+def test_a_deliberately_slowed_implementation_shows_a_lower_percentage_of_the_floor():
+    x = torch.randn(1 << 16)
+    out = torch.empty_like(x)
+
+    def slow():
+        for _ in range(20):
+            out.copy_(x)
+        return out.neg_().neg_()
+
+    case = copy_case({"torch": lambda: lambda: torch.neg(x), "slowed": lambda: lambda: slow().neg()})
+    floor = {(1 << 16, torch.float32): 1000.0}  # GB/s: nothing here comes near it
+    fast_row, slow_row = run_case(case, Timer(torch.device("cpu"), min_run_time=0.05), floor)
+    assert 0 < slow_row.pct_copy_bw < fast_row.pct_copy_bw
+
+
+def test_a_row_above_the_floor_is_flagged_not_printed():
+    x = torch.randn(1 << 16)
+    case = copy_case({"torch": lambda: lambda: torch.neg(x)})
+    floor = {(1 << 16, torch.float32): 1e-6}  # an absurdly low floor: every row beats it
+    (row,) = run_case(case, Timer(torch.device("cpu"), min_run_time=0.01), floor)
+    assert row.pct_copy_bw is None
+    assert "copy floor" in row.flag
+    report = markdown({}, {}, [row])
+    assert "FLAGGED" in report
+    assert "Flagged (not printed as a percentage)" in report
