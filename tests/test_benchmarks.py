@@ -87,3 +87,22 @@ def test_a_row_above_the_floor_is_flagged_not_printed():
     report = markdown({}, {}, [row])
     assert "FLAGGED" in report
     assert "Flagged (not printed as a percentage)" in report
+
+
+def test_torch_baselines_are_also_timed_with_transparent_huge_pages_in_a_child(tmp_path):
+    # The child must really run torch with THP_MEM_ALLOC_ENABLE=1 (torch_with_thp checks the
+    # child's own record of its environment), and "vs torch" is then against the faster torch.
+    assert run.main(["--quick", "--device", "cpu", "--families", "norm_act", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    thp_rows = [r for r in data["results"] if r["impl"] == "torch (THP)"]
+    assert thp_rows
+    assert all(r["median_us"] > 0 for r in thp_rows)
+    assert "THP_MEM_ALLOC_ENABLE=1" in data["environment"]["torch baselines"]
+    for thp in thp_rows:
+        same_case = [r for r in data["results"] if r["op"] == thp["op"] and r["shape"] == thp["shape"]]
+        same_case = [r for r in same_case if r["mode"] == thp["mode"]]
+        shipped = next(r for r in same_case if r["impl"] == "torch")
+        best = min(shipped["median_us"], thp["median_us"])
+        for r in same_case:
+            if r["impl"] != "torch" and r["median_us"]:
+                assert r["speedup_vs_baseline"] == best / r["median_us"]
