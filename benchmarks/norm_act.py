@@ -166,6 +166,92 @@ def batch_norm_cases(device, shapes, act, dtype, compile_too) -> list[Case]:
     return out
 
 
+def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
+    """The backward ops timed directly, without autograd's bookkeeping around them.
+
+    ``torch`` runs what its autograd runs for the unfused pair: the activation's backward on the
+    saved pre-activation z (``aten.gelu_backward`` / ``aten.threshold_backward``), then
+    ``aten.native_layer_norm_backward`` / ``aten.native_batch_norm_backward``; ``kernel`` runs
+    ``minitorch_nn::*_act_backward``, which recomputes z from x. Inputs (saved statistics, z) are
+    made in setup; each call returns (dx, dγ, dβ). Minimum traffic: read x and dy, write dx.
+    """
+    aten, ops = torch.ops.aten, torch.ops.minitorch_nn
+    out = []
+    for rows, hidden in ln_shapes:
+        size = rows * hidden * torch.tensor([], dtype=dtype).element_size()
+
+        def setup(kind, rows=rows, hidden=hidden):
+            def make():
+                torch.manual_seed(0)
+                x = torch.randn(rows, hidden, device=device, dtype=dtype)
+                w = torch.rand(hidden, device=device, dtype=dtype) + 0.5
+                b = torch.randn(hidden, device=device, dtype=dtype)
+                dy = torch.randn_like(x)
+                if kind == "kernel":
+                    _, mean, rstd = ops.layer_norm_act(x, [hidden], w, b, 1e-5, "gelu")
+                    return lambda: ops.layer_norm_act_backward(dy, x, mean, rstd, [hidden], w, b, "gelu", [True] * 3)
+                z, mean, rstd = aten.native_layer_norm(x, [hidden], w, b, 1e-5)
+
+                def torch_backward():
+                    dz = aten.gelu_backward(dy, z)
+                    return aten.native_layer_norm_backward(dz, x, [hidden], mean, rstd, w, b, [True] * 3)
+
+                return torch_backward
+
+            return make
+
+        out.append(
+            Case(
+                "norm_act",
+                "layer_norm+gelu backward op",
+                shape_str((rows, hidden)),
+                dtype,
+                "bwd",
+                {"torch": setup("torch"), "kernel": setup("kernel")},
+                bytes_moved=3 * size,
+                copy_elements=rows * hidden,
+            )
+        )
+    for shape in bn_shapes:
+        size = numel(shape) * torch.tensor([], dtype=dtype).element_size()
+
+        def setup(kind, shape=shape):
+            def make():
+                torch.manual_seed(0)
+                c = shape[1]
+                w = torch.rand(c, device=device, dtype=dtype) + 0.5
+                b = torch.randn(c, device=device, dtype=dtype)
+                x = away_from_kink(torch.randn(shape, device=device, dtype=dtype), w, b)
+                dy = torch.randn_like(x)
+                if kind == "kernel":
+                    _, mean, rstd, _, _ = ops.batch_norm_act(x, w, b, None, None, True, 0.1, 1e-5, "relu")
+                    return lambda: ops.batch_norm_act_backward(dy, x, mean, rstd, w, b, True, "relu", [True] * 3)
+                z, mean, invstd = aten.native_batch_norm(x, w, b, None, None, True, 0.1, 1e-5)[:3]
+                y = torch.relu(z)
+
+                def torch_backward():
+                    dz = aten.threshold_backward(dy, y, 0)
+                    return aten.native_batch_norm_backward(dz, x, w, None, None, mean, invstd, True, 1e-5, [True] * 3)
+
+                return torch_backward
+
+            return make
+
+        out.append(
+            Case(
+                "norm_act",
+                "batch_norm+relu backward op (training, nchw)",
+                shape_str(shape),
+                dtype,
+                "bwd",
+                {"torch": setup("torch"), "kernel": setup("kernel")},
+                bytes_moved=3 * size,
+                copy_elements=numel(shape),
+            )
+        )
+    return out
+
+
 def huge_page_empty_like(x: torch.Tensor) -> torch.Tensor:
     """torch.empty_like(x), with the OS asked to back it with 2 MiB pages (the kernels' huge_pages()).
 
@@ -244,6 +330,7 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         breakdown = [(8192, 1024), (8192, 4096)]
     out = layer_norm_cases(device, ln_shapes, "gelu", dtype, compile_too)
     out += batch_norm_cases(device, bn_shapes, "relu", dtype, compile_too)
+    out += backward_op_cases(device, ln_shapes, bn_shapes, dtype)
     out += [breakdown_case(device, r, h, dtype) for r, h in breakdown]
     if device.type == "cuda" and not quick:
         out += layer_norm_cases(device, ln_shapes, "gelu", torch.bfloat16, compile_too)
