@@ -141,6 +141,7 @@ def markdown(
     rows: Sequence[Result],
     notes: dict[str, str] | None = None,
     clone_gbps: dict[str, str] | None = None,
+    images: Sequence[str] = (),
 ) -> str:
     """The report: environment, copy bandwidths, then per family its notes (the family module's
     docstring: what is compared and where the time goes) and its table."""
@@ -162,6 +163,8 @@ def markdown(
         out += ["", f"## {family}", ""]
         if notes and notes.get(family):
             out += [notes[family].strip(), ""]
+        if f"{family}.png" in images:
+            out += [f"![{family}]({family}.png)", ""]
         out.append("| " + " | ".join(title for title, _ in COLUMNS) + " |")
         out.append("|" + "---|" * len(COLUMNS))
         out += ["| " + " | ".join(line) + " |" for line in _cells(fam)]
@@ -182,7 +185,8 @@ def write(
 ) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     md, js = outdir / "report.md", outdir / "results.json"
-    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps))
+    written = plots(outdir, rows)
+    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps, [p.name for p in written]))
     payload = {
         "environment": env,
         "memory_floor_gbps": copy_gbps,
@@ -190,4 +194,51 @@ def write(
         "results": [dataclasses.asdict(r) for r in rows],
     }
     js.write_text(json.dumps(payload, indent=1) + "\n")
-    return [md, js]
+    return [md, js, *written]
+
+
+def _plotted_metric(rows: Sequence[Result]) -> tuple[str, str]:
+    """What a family's chart shows: % of peak for compute-bound rows, % of the floor for memory-bound ones."""
+    if any(r.pct_peak for r in rows):
+        return "pct_peak", "% of the measured FMA peak"
+    if any(r.pct_copy_bw for r in rows):
+        return "pct_copy_bw", "% of the memory floor (warm copy)"
+    return "speedup_vs_baseline", "speed relative to torch (x)"
+
+
+def plots(outdir: Path, rows: Sequence[Result]) -> list[Path]:
+    """One PNG per family: each case a group of bars, one per implementation (a ladder: one per rung).
+
+    Needs matplotlib (the ``examples`` extra, which the quick start installs); without it, no plots.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    for family in dict.fromkeys(r.family for r in rows):
+        fam = [r for r in rows if r.family == family]
+        key, label = _plotted_metric(fam)
+        cases = list(dict.fromkeys((r.op, r.shape, r.mode) for r in fam))
+        impls = list(dict.fromkeys(r.impl for r in fam))
+        value = {(r.op, r.shape, r.mode, r.impl): getattr(r, key) for r in fam}
+        height = 0.8 / max(len(impls), 1)
+        fig, ax = plt.subplots(figsize=(10, 0.35 * len(cases) * max(len(impls), 2) / 2 + 1.5))
+        for i, impl in enumerate(impls):
+            ys = [c - 0.4 + (i + 0.5) * height for c in range(len(cases))]
+            xs = [value.get((*case, impl)) or 0 for case in cases]
+            ax.barh(ys, xs, height=height, label=impl)
+        ax.set_yticks(range(len(cases)), [f"{op} · {shape} · {mode}" for op, shape, mode in cases], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        ax.set_title(f"{family}: {label}")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        path = outdir / f"{family}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -29,6 +29,13 @@ def test_entry_point_writes_markdown_and_json(tmp_path, capsys):
     assert all((r["pct_copy_bw"] or 0) > 0 or "floor" in r["flag"] for r in data["results"] if r["family"] == "dropout")
     assert "torch" in data["environment"]
     assert "## linear" in (tmp_path / "report.md").read_text()
+    try:
+        import matplotlib  # noqa: F401  (the examples extra; the plots need it)
+    except ImportError:
+        pass
+    else:  # one chart per family, shown in the report
+        assert (tmp_path / "linear.png").stat().st_size > 10_000
+        assert "![linear](linear.png)" in (tmp_path / "report.md").read_text()
     assert "vs torch" in capsys.readouterr().out
 
 
