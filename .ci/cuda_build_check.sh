@@ -3,6 +3,9 @@
 #
 #   1. nvcc: every csrc/cuda/*.cu on its own with `nvcc -c` for sm_80 and sm_90, warnings as
 #      errors (nvcc's and the host compiler's). Needs only nvcc: the .cu files include no torch.
+#      The same compile reports each kernel's registers, stack and spills (`-Xptxas -v`):
+#      csrc/cuda/ptxas_report.py prints the spilling ones and fails on a spill in any float32,
+#      bfloat16 or float16 instantiation (float64, there for gradcheck, is reported only).
 #   2. torch: the whole extension (CPU + CUDA) built against a CUDA build of torch, in a copy of
 #      the repository (the working tree's CPU-built _C.so is left alone), then imported: the ops
 #      and their CUDA kernels are registered, and the CPU kernels still work in that build.
@@ -58,8 +61,12 @@ nvcc_check() {
     echo "nvcc -c $f (${ARCHS})"
     # --threads 0: one nvcc thread per architecture, in parallel. -Xcompiler flags are the host
     # compiler's (g++) for the host half of the file.
+    local log="$work/$(basename "$f" .cu).ptxas.log"
     "$NVCC" -c "$f" -o "$work/$(basename "$f" .cu).o" -std=c++20 -O3 --expt-relaxed-constexpr \
-      "${gencode[@]}" --threads 0 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+      "${gencode[@]}" --threads 0 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Xptxas -v >"$log" 2>&1 ||
+      { grep -v '^ptxas info\|bytes stack frame' "$log" >&2; return 1; }
+    grep -v '^ptxas info\|bytes stack frame' "$log" >&2 || true
+    python3 csrc/cuda/ptxas_report.py "$log"
   done
 }
 

@@ -80,6 +80,11 @@ def test_rewrite_keeps_every_line_where_it_was():
         assert ("<<<" in before) == ("::mtnn_emu::launch" in after)
 
 
+def test_rewrite_takes_the_thread_count_of_launch_bounds_with_a_minimum_of_blocks():
+    bounds = cu2cpp.launch_bounds("__global__ void __launch_bounds__(f(1, 2) * 4, 3) k(int n) {}")
+    assert bounds == {"k": "f(1, 2) * 4"}
+
+
 def test_rewrite_rejects_a_launch_of_an_unknown_kernel():
     with pytest.raises(cu2cpp.RewriteError, match="not a __global__ of this file"):
         cu2cpp.rewrite_launches("void f() { g<<<1, 1>>>(); }")

@@ -225,9 +225,10 @@ def check_layer_norm(x, act, what, *, against_cpu=MODE != "cpu"):
 # ---------------------------------------------------------------------------------------------
 # LayerNorm + activation
 
-# Row lengths: both sides of the warp/block crossover (1024), vector-width multiples and odd
-# lengths (the scalar path), and rows too long for the block kernel's shared-memory cache.
-ROW_LENGTHS = [1, 3, 64, 100, 1023, 1024, 1025, 2041, 4096, 13000]
+# Row lengths: both sides of the warp/block crossovers (1024; 256 for the float64 backward),
+# vector-width multiples and odd lengths (the scalar path), and rows too long for the block
+# kernel's shared-memory cache.
+ROW_LENGTHS = [1, 3, 64, 100, 256, 257, 1023, 1024, 1025, 2041, 4096, 13000]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

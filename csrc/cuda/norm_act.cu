@@ -23,7 +23,8 @@
 //   cancellation). 128-bit loads and stores when every row start is 16-byte aligned (base
 //   pointers aligned and N a multiple of the vector width); a scalar path otherwise (N = 1023,
 //   storage offsets).
-// LayerNorm backward. Same row mapping. dγ and dβ: each worker (warp or block) accumulates its
+// LayerNorm backward. Same row mapping (for double, warp per row only up to 256 values: see
+//   backward_warp_row_max). dγ and dβ: each worker (warp or block) accumulates its
 //   rows' dz·x̂ and dz for the columns it owns into a partial row of its own (registers for a warp,
 //   global memory for a block: a thread owns its columns, so there are no races); a second
 //   kernel adds the partial rows in a fixed order. The number of workers depends only on M and N,
@@ -63,6 +64,15 @@ constexpr int64_t kMaxGrid = MTNN_MAX_GRID;
 // where the warp path's registers (32 values a lane, 64 in the backward) still fit without spills
 // for float; the real crossover must be measured on a GPU (it has not been).
 constexpr int kWarpRowMax = 1024;
+// The warp-per-row backward keeps four values per element of its row in registers (x̂, g and the
+// two partial sums), 4·kWarpRowMax/32 = 128 a lane: 128 registers for float, 256 for double, over
+// the 255 a thread can have. ptxas -v reported every float64 instantiation at 255 registers with
+// 300-480 bytes of spills per thread; double rows longer than 256 go to the block kernel instead
+// (64 values a lane). .ci/cuda_build_check.sh reports spills and fails on any outside float64.
+template <typename T>
+constexpr int backward_warp_row_max() {
+  return sizeof(acc_type<T>) == 8 ? 256 : kWarpRowMax;
+}
 constexpr int kWarpsPerBlock = 4;     // warp-per-row kernels: 128-thread blocks
 constexpr int kRowBlockThreads = 256;  // block-per-row kernels
 // MEASURE: block-per-row keeps the row in shared memory up to this size. 24 KiB lets 8 blocks of
@@ -278,7 +288,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
                      const acc_type<T>* __restrict__ Bias, T* __restrict__ dX, acc_type<T>* __restrict__ dw_part,
                      acc_type<T>* __restrict__ db_part, int64_t M, int64_t N) {
   using acc_t = acc_type<T>;
-  constexpr int kItems = kWarpRowMax / (kWarp * V);
+  constexpr int kItems = backward_warp_row_max<T>() / (kWarp * V);
   const int lane = threadIdx.x % kWarp;
   const int64_t worker = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   const int64_t workers = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
@@ -648,8 +658,12 @@ struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1
   }
 };
 
+// __launch_bounds__(…, 3): at least 3 blocks of 256 an SM, so at most 85 registers a thread.
+// Without a minimum, ptxas (sm_90) gave the float32 channels_last dx pass (no activation) 64
+// registers and 8 bytes of spills a thread; asked for 3 blocks it fits in 62, and no float32,
+// bfloat16 or float16 instantiation spills (.ci/cuda_build_check.sh checks).
 template <Act A, bool kChannelsLast, int V, typename Op>
-__global__ void __launch_bounds__(kElementwiseThreads) bn_elementwise(Op op, BNLayout s) {
+__global__ void __launch_bounds__(kElementwiseThreads, 3) bn_elementwise(Op op, BNLayout s) {
   const int64_t inner = kChannelsLast ? s.C : s.S;
   const int64_t outer = kChannelsLast ? s.B * s.S : s.B * s.C;
   const int64_t nvec = inner / V;
@@ -714,8 +728,9 @@ struct LnBackwardPlan {
   bool warp;
   int64_t blocks, workers;
 };
+template <typename T>
 LnBackwardPlan ln_backward_plan(int64_t M, int64_t N) {
-  if (N <= kWarpRowMax) {
+  if (N <= backward_warp_row_max<T>()) {
     const int64_t blocks = std::max<int64_t>(
         1, std::min(ceil_div(M, kWarpsPerBlock * kMinRowsPerWorker), kMaxWarpWorkerBlocks));
     return {true, blocks, blocks * kWarpsPerBlock};
@@ -760,7 +775,7 @@ cudaError_t layer_norm_act_forward(Act act, const T* x, const acc_type<T>* weigh
 template <typename T>
 size_t layer_norm_act_backward_workspace_bytes(int64_t M, int64_t N) {
   if (M == 0 || N == 0) return 0;
-  const LnBackwardPlan plan = ln_backward_plan(M, N);
+  const LnBackwardPlan plan = ln_backward_plan<T>(M, N);
   return 2 * round_up(static_cast<size_t>(plan.workers) * static_cast<size_t>(N) * sizeof(acc_type<T>));
 }
 
@@ -771,7 +786,7 @@ cudaError_t layer_norm_act_backward(Act act, const T* dy, const T* x, const acc_
                                     cudaStream_t stream) {
   using acc_t = acc_type<T>;
   if (M == 0 || N == 0) return cudaSuccess;
-  const LnBackwardPlan plan = ln_backward_plan(M, N);
+  const LnBackwardPlan plan = ln_backward_plan<T>(M, N);
   const size_t part_bytes = round_up(static_cast<size_t>(plan.workers) * static_cast<size_t>(N) * sizeof(acc_t));
   acc_t* dw_part = dweight != nullptr ? static_cast<acc_t*>(workspace) : nullptr;
   acc_t* db_part =

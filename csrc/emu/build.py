@@ -12,7 +12,8 @@ loop runs several iterations on small inputs); ``asan`` (AddressSanitizer + UBSa
 (ThreadSanitizer; the emulator then runs one OS thread per CUDA thread). A sanitizer variant must
 be loaded in a process started with its runtime preloaded: ``sanitizer_env(variant)``.
 
-    python csrc/emu/build.py [variant]    # build (or check the cache), print the library's path
+    python csrc/emu/build.py [variant]      # build (or check the cache), print the library's path
+    python csrc/emu/build.py --env asan     # the environment a process needs to load that build
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 BUILD = ROOT / "build" / "cuda_emu"
 KERNEL_SOURCES = ["csrc/cuda/norm_act.cu"]
 
-_COMMON = ["-O2", "-g", "-Wno-subobject-linkage", "-Wno-unknown-pragmas"]
+_COMMON = ["-O1", "-g1", "-Wno-subobject-linkage", "-Wno-unknown-pragmas"]
 VARIANTS: dict[str, list[str]] = {
     "plain": [],
     "capped": ["-DMTNN_MAX_GRID=3"],
@@ -172,5 +173,23 @@ def load(variant: str = "plain", verbose: bool = False):
     return _loaded[variant]
 
 
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--env":  # NAME=value words for `env`: the sanitizer runtime preloaded
+        env = sanitizer_env(argv[2])
+        print(" ".join(f"{k}={env[k]}" for k in sorted(set(env) - set(os.environ) | _changed(env))))
+        return 0
+    variant = argv[1] if len(argv) > 1 else "plain"
+    if variant in _SANITIZER_LIB and "LD_PRELOAD" not in os.environ:
+        # Loading the library needs the sanitizer's runtime first in the process: start again with it.
+        return subprocess.run([sys.executable, *argv], env=sanitizer_env(variant), check=False).returncode
+    _define_library()
+    print(build(variant, verbose=True))
+    return 0
+
+
+def _changed(env: dict[str, str]) -> set[str]:
+    return {k for k in env if k in os.environ and os.environ[k] != env[k]}
+
+
 if __name__ == "__main__":
-    print(build(sys.argv[1] if len(sys.argv) > 1 else "plain", verbose=True))
+    sys.exit(main(sys.argv))

@@ -38,8 +38,21 @@ class RewriteError(ValueError):
 
 
 def launch_bounds(src: str) -> dict[str, str]:
-    """Kernel name → its __launch_bounds__ expression ('0' when it has none)."""
-    return {m.group(2): (m.group(1) or "0").strip() for m in _KERNEL.finditer(src)}
+    """Kernel name → its __launch_bounds__ maximum threads a block ('0' when it has none)."""
+    return {m.group(2): _first_argument(m.group(1) or "0") for m in _KERNEL.finditer(src)}
+
+
+def _first_argument(args: str) -> str:
+    """`kThreads * 2, 3` → `kThreads * 2` (the minimum blocks an SM is for ptxas, not the launch)."""
+    depth = 0
+    for i, ch in enumerate(args):
+        if ch in "(<[":
+            depth += 1
+        elif ch in ")>]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            return args[:i].strip()
+    return args.strip()
 
 
 def _match_back(src: str, close: int, open_ch: str, close_ch: str) -> int:
