@@ -137,10 +137,9 @@ def test_odd_shapes_match_torch(algorithm, n, c, h, w, o, k, stride, padding):
 @pytest.mark.parametrize("shape", [(0, 4, 5, 5), (0, 4, 1, 3)])
 def test_an_empty_batch_gives_torchs_shape_and_zero_gradients(algorithm, shape):
     x = torch.randn(shape, requires_grad=True)
-    w, b = torch.randn(6, 4, 1, 3, requires_grad=True), torch.randn(6, requires_grad=True)
-    if algorithm == "depthwise":
-        pytest.skip("not a depthwise conv")
-    conf = {"padding": (1, 1)}
+    groups = 4 if algorithm == "depthwise" else 1
+    w, b = torch.randn(8, 4 // groups, 1, 3, requires_grad=True), torch.randn(8, requires_grad=True)
+    conf = {"padding": (1, 1), "groups": groups}
     ours, theirs = K.conv2d(x, w, b, **conf, algorithm=algorithm), TF.conv2d(x, w, b, **conf)
     assert ours.shape == theirs.shape
     grads = torch.autograd.grad(ours.sum(), (x, w, b))

@@ -98,6 +98,7 @@ Algo parse_algorithm(c10::string_view name, const ConvShape& s) {
   }
   TORCH_CHECK_VALUE(name == "auto", "algorithm must be one of 'auto', 'direct', 'im2col', 'gemm'",
                     ", 'depthwise'; got '", std::string(name), "'");
+  if (is_depthwise(s)) return Algo::Depthwise;
   return Algo::Gemm;
 }
 
@@ -145,6 +146,7 @@ void run_forward(Algo algo, const ConvShape& s, const at::Tensor& x, const at::T
     switch (algo) {
       case Algo::Im2col: im2col_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
       case Algo::Gemm: gemm_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
+      case Algo::Depthwise: depthwise_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
       default: TORCH_INTERNAL_ASSERT(false, "conv2d: unhandled algorithm");
     }
     if (!y.is_same(out)) out.copy_(y);
@@ -233,6 +235,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     switch (algo) {
       case Algo::Im2col: im2col_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
       case Algo::Gemm: gemm_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
+      case Algo::Depthwise: depthwise_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
       default: TORCH_INTERNAL_ASSERT(false, "conv2d_backward: unhandled algorithm");
     }
     if (need_dx && !dx_nchw.is_same(dx)) dx.copy_(dx_nchw);
