@@ -68,6 +68,9 @@ def sanitizer_env(variant: str) -> dict[str, str]:
     else:
         env["TSAN_OPTIONS"] = "halt_on_error=1:abort_on_error=1:report_signal_unsafe=0"
         env["MTNN_EMU_MODE"] = "threads"
+        # torch's OpenMP thread pool (libgomp, not instrumented) aborts under ThreadSanitizer: the
+        # oracles run on one thread; the emulator's threads are its own.
+        env["OMP_NUM_THREADS"] = "1"
     return env
 
 
