@@ -44,7 +44,7 @@ CPU_CAPABILITY_FLAGS = {
 
 
 # The CPU conv ladder (csrc/cpu/conv/), rung by rung, then its op glue.
-CONV_SOURCES = ["direct", "im2col", "gemm", "gemm_conv", "depthwise", "conv"]
+CONV_SOURCES = ["direct", "im2col", "gemm", "gemm_conv", "implicit", "depthwise", "conv"]
 
 
 def cpu_capability() -> str:

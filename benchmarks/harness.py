@@ -181,8 +181,8 @@ def clone_bandwidth_gbps(timer: Timer, numel: int, dtype: torch.dtype) -> float:
     return 2 * numel * x.element_size() / (median_us * 1e-6) / 1e9
 
 
-# A row may not claim more than this percentage of its floor: above it the floor is not a floor
-# (or the row's bytes are miscounted), and the row is flagged instead of printed.
+# A row may not claim more than this percentage of its floor or peak: above it the limit is not a limit
+# (or the row's bytes or flops are miscounted), and the row is flagged instead of printed.
 FLOOR_GUARD_PCT = 105.0
 
 
@@ -240,7 +240,11 @@ def run_case(
         if case.flops:
             row.gflops = case.flops / seconds / 1e9
             if peaks and peaks.get(case.dtype):
-                row.pct_peak = 100 * row.gflops / peaks[case.dtype]
+                pct = 100 * row.gflops / peaks[case.dtype]
+                if pct > FLOOR_GUARD_PCT:
+                    row.flag = f"{pct:.0f}% of the measured FMA peak: the peak was measured low (a busy machine?)"
+                else:
+                    row.pct_peak = pct
     base = results.get(case.baseline)
     for row in results.values():
         if base and base.median_us and row.median_us and row.impl != case.baseline:

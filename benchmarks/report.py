@@ -119,7 +119,8 @@ def _cells(rows: Sequence[Result]) -> list[list[str]]:
         if r.error:
             line[5] = f"FAILED: {r.error}"
         if r.flag:
-            line[[key for _, key in COLUMNS].index("pct_copy_bw")] = "FLAGGED"
+            column = "pct_peak" if "peak" in r.flag else "pct_copy_bw"
+            line[[key for _, key in COLUMNS].index(column)] = "FLAGGED"
         cells.append(line)
     return cells
 

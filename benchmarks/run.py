@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import activation, conv, dropout, linear, loss, norm_act, normalization, pooling, report
+from . import activation, conv, dropout, gemm_sweep, linear, loss, norm_act, normalization, pooling, report
 from .harness import Case, Result, Timer, clone_bandwidth_gbps, copy_bandwidth_gbps, cpu_threads, peak_gflops, run_case
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
@@ -30,6 +30,7 @@ FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
     "activation": activation.cases,
     "conv": conv.cases,
     "dropout": dropout.cases,
+    "gemm": gemm_sweep.cases,
     "linear": linear.cases,
     "loss": loss.cases,
     "norm_act": norm_act.cases,

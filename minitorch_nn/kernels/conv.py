@@ -39,7 +39,7 @@ from .norm_act import _check_activation
 
 __all__ = ["ALGORITHMS", "Conv2dAct", "conv2d", "use_conv_kernels"]
 
-ALGORITHMS = ("auto", "direct", "im2col", "gemm", "depthwise")
+ALGORITHMS = ("auto", "direct", "im2col", "gemm", "implicit", "depthwise")
 
 
 def _check_algorithm(algorithm: str) -> None:

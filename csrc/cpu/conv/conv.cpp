@@ -91,15 +91,22 @@ Algo parse_algorithm(c10::string_view name, const ConvShape& s) {
   if (name == "direct") return Algo::Direct;
   if (name == "im2col") return Algo::Im2col;
   if (name == "gemm") return Algo::Gemm;
+  if (name == "implicit") return Algo::Implicit;
   if (name == "depthwise") {
     TORCH_CHECK_VALUE(is_depthwise(s), "algorithm='depthwise' needs groups == in_channels > 1, got groups=", s.groups,
                       " with ", s.C, " input channels");
     return Algo::Depthwise;
   }
-  TORCH_CHECK_VALUE(name == "auto", "algorithm must be one of 'auto', 'direct', 'im2col', 'gemm'",
+  TORCH_CHECK_VALUE(name == "auto", "algorithm must be one of 'auto', 'direct', 'im2col', 'gemm', 'implicit'",
                     ", 'depthwise'; got '", std::string(name), "'");
+  // "auto": depthwise convs get their own kernel. Otherwise rung 4 where it skips real work (a
+  // kernel larger than 1x1 at stride 1: its cols matrix would be kh·kw times x), rung 3 else:
+  // a 1x1 stride-1 conv reads x in place on both, and at stride s rung 4's input gradient does
+  // s² times the useful flops (a transposed convolution over dz) and packs x with scalar loads.
+  // From the conv family of the benchmark suite (benchmarks/results/, rows "gemm" and "implicit").
   if (is_depthwise(s)) return Algo::Depthwise;
-  return Algo::Gemm;
+  const bool strided = s.stride_h > 1 || s.stride_w > 1;
+  return !strided && s.kh * s.kw > 1 ? Algo::Implicit : Algo::Gemm;
 }
 
 at::MemoryFormat output_format(const at::Tensor& x, const at::Tensor& w) {
@@ -146,6 +153,7 @@ void run_forward(Algo algo, const ConvShape& s, const at::Tensor& x, const at::T
     switch (algo) {
       case Algo::Im2col: im2col_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
       case Algo::Gemm: gemm_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
+      case Algo::Implicit: implicit_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
       case Algo::Depthwise: depthwise_forward<scalar_t>(s, xp, wp, bp, act, yp); break;
       default: TORCH_INTERNAL_ASSERT(false, "conv2d: unhandled algorithm");
     }
@@ -235,6 +243,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     switch (algo) {
       case Algo::Im2col: im2col_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
       case Algo::Gemm: gemm_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
+      case Algo::Implicit: implicit_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
       case Algo::Depthwise: depthwise_backward<scalar_t>(s, dzp, xp, wp, dxp, dwp); break;
       default: TORCH_INTERNAL_ASSERT(false, "conv2d_backward: unhandled algorithm");
     }

@@ -25,7 +25,7 @@
 // code is 6×8 doubles on AVX2, 6×32 floats on AVX-512 (12 of its 32 registers) and 6×16 of the
 // generic 8-lane Vectorized without vector flags: the tile is NV = 2 vectors wide whatever the
 // ISA (at::vec::Vectorized<T> follows the build). Measured against 4×24 (3 vectors wide) on the
-// sweep machine (see the table below), 6×16 was faster.
+// sweep machine (see below), 6×16 was as fast or faster.
 //
 // Packing makes the micro-kernel's loads unit-stride and aligned whatever the operands' layout:
 // A may be transposed, B may be im2col's cols or x itself (rung 4), and the kernel never knows.
@@ -44,6 +44,9 @@
 // StridedA / StridedB read any (row stride, column stride) matrix, so transposes cost nothing;
 // StoreC and BiasActStore are the two stores the ladder needs.
 //
+// When M fits one A block (conv's O/g ≤ MC), each B sliver meets a single A block, so B is packed a
+// chunk of slivers at a time into L2 and used at once, rather than as a whole panel (gemm_block).
+//
 // Threads: each thread takes one block of a grid over C and runs all five loops on it with its
 // own packed panels, in one parallel region (gemm() below): no barrier, so a thread that the OS
 // deschedules (the cores here are shared) holds up only its own block.
@@ -59,9 +62,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <new>
-#include <numeric>
 
 #include "../../activation.h"
 #include "../vec_math.h"
@@ -69,40 +70,75 @@
 namespace minitorch_nn {
 namespace gemm {
 
-// The register tile: MR rows × NV vectors of C.
+// The register tile: MR rows × NV vectors of C. (MTNN_GEMM_MR / MTNN_GEMM_NV exist only to
+// re-measure other tiles, e.g. -DMTNN_GEMM_MR=4 -DMTNN_GEMM_NV=3 for 4×24.)
+#ifndef MTNN_GEMM_MR
+#define MTNN_GEMM_MR 6
+#endif
+#ifndef MTNN_GEMM_NV
+#define MTNN_GEMM_NV 2
+#endif
 template <typename T>
 struct Tile {
   using Vec = at::vec::Vectorized<T>;
   static constexpr int64_t V = Vec::size();
-  static constexpr int64_t MR = 6;
-  static constexpr int64_t NV = 2;
+  static constexpr int64_t MR = MTNN_GEMM_MR;
+  static constexpr int64_t NV = MTNN_GEMM_NV;
   static constexpr int64_t NR = NV * V;
 };
 
 // Cache blocking: MC rows of A per packed block, KC of the reduction per slice, NC columns of B
-// per packed panel. The driver rounds MC up to a multiple of MR and NC to a multiple of NR.
+// per packed panel. The driver splits each dimension into equal blocks no larger than these
+// (MC and NC rounded up to whole MR / NR tiles).
 struct Blocking {
   int64_t MC, KC, NC;
 };
 
-// Defaults, chosen from the sweep in benchmarks/gemm_sweep.py on a 2-core AMD EPYC (Zen, AVX2:
-// 32 KiB L1d and 512 KiB L2 per core, 32 MiB L3 shared), fp32, 2 threads; see the table below.
-//   KC: a KC×NR sliver of B must stay in L1 while the MR×KC slivers of A stream through: with
-//       KC = 256 it is 256·16·4 B = 16 KiB of the 32 KiB L1, leaving room for the A sliver (6 KiB)
-//       and C's lines. Larger KC amortizes the C tile's load/store over more FMAs but pushes the
-//       B sliver out of L1.
-//   MC: the packed A block (MC×KC) stays in L2, re-read once per NR columns: MC·KC·4 B, half the
-//       512 KiB L2 at most, so B's panel lines passing through do not evict it.
-//   NC: the packed B panel (KC×NC) lives in the shared L3 and is read once per MC rows.
-// The double defaults keep the same bytes per block (a double sliver is NR = 8 wide).
-//   [sweep table: filled in from benchmarks/gemm_sweep.py]
+// Defaults, chosen from the sweep in benchmarks/gemm_sweep.py, run on a 2-core AMD EPYC (Zen 3,
+// AVX2: 32 KiB L1d and 512 KiB L2 per core, 32 MiB L3 shared) on cores shared with other jobs.
+// Each block is named by the cache it is for, and the constants are the bytes it fills there,
+// so the double build and other vector widths keep the footprint that was measured:
+//   KC: the reduction slice. A KC×NR sliver of B is re-read by every MR-row sliver of the A
+//       block, so it wants to stay close (L1), and the C tile is loaded and stored once per
+//       slice, so longer slices amortise that. KC = 512 makes the sliver 32 KiB (all of L1d on
+//       paper), but it is read front to back, one line per k, and the L2->L1 prefetch keeps up:
+//       measured, 512 is at least as fast as 256 (a 16 KiB sliver) on average; 128 is slower.
+//   MC: the packed MC×KC block of A is re-read once per NR columns, from L2: 192×512×4 B =
+//       384 KiB, three quarters of the 512 KiB L2 (MC = 288 lost at 2048² and 256×196×2304).
+//   NC: the packed KC×NC panel of B, read once per MC rows, from L3: 512×4096×4 B = 8 MiB
+//       (NC of 256-512 lost 5-15%: every A block is re-packed once per NC columns).
+// The conv products are small in M (O/g = 64 at ResNet's 56×56 layers: a single A block) and the
+// driver evens the blocks out (K = 576 runs as two slices of 288).
+//
+// The sweep, GFLOP/s on 1 thread: the 10th percentile of 21 interleaved rounds (7 at 2048³), i.e.
+// the speed when the core was not shared (the medians swing up to 2x with the other jobs' load).
+// torch.mm is MKL's sgemm; the last column is the geometric mean over the shapes, averaged over
+// three sweeps:
+//   MC/KC/NC        512³   1024³  2048³  64×3136×576  256×196×2304   geomean of 3 runs
+//   144/256/4096     80     55     70       41           66              62.8
+//    48/256/4096     80     54     65       55           65              64.4
+//    96/256/4096     83     55     85       44           68              63.6
+//   192/512/4096     83     56     65       53           61              65.4   <- chosen
+//    48/512/4096     86     58     75       39           64              64.6
+//    96/384/4096     80     56     69       55           64              63.0
+//   192/384/4096     81     56     59       28           65              61.9
+//   torch.mm         83     57     85       61           72              69.0
+// The full MC × KC grid (MC 48-288, KC 128-512, NC 256-8192) is flat within this noise (±5%)
+// except for the losers named above; single cells (64×3136×576's 28 above) are a burst of load.
+// The 6×16 register tile against 4×24 (same sweep, p10): 54/53/63 against 49/42/53 GFLOP/s at
+// 1024³, 64×3136×576 and 256×196×2304: 6×16 kept. (This table predates the chunked B packing for
+// a single A block, which then took 64×3136×576 from 57-60 to 75-80 GFLOP/s, torch.mm 71-78.)
+constexpr int64_t kSliverBytesB = 32 * 1024;      // KC×NR sliver of B (L1)
+constexpr int64_t kBlockBytesA = 384 * 1024;      // MC×KC block of A (L2)
+constexpr int64_t kPanelBytesB = 8 * 1024 * 1024;  // KC×NC panel of B (L3)
+constexpr int64_t kChunkBytesB = 192 * 1024;       // KC×(a few NR) chunk of B when M fits one A block (L2)
+
 template <typename T>
 inline Blocking default_blocking() {
-  if constexpr (sizeof(T) == 4) {
-    return {144, 256, 4096};
-  } else {
-    return {72, 256, 2048};
-  }
+  const int64_t KC = kSliverBytesB / (Tile<T>::NR * static_cast<int64_t>(sizeof(T)));  // float AVX2: 512
+  const int64_t MC = kBlockBytesA / (KC * static_cast<int64_t>(sizeof(T)));             // 192
+  const int64_t NC = kPanelBytesB / (KC * static_cast<int64_t>(sizeof(T)));             // 4096
+  return {MC, KC, NC};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,14 +386,47 @@ void gemm_block(Range rows, Range cols, int64_t K, const PackA& pack_a, const Pa
                 Blocking blk = default_blocking<T>()) {
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
   if (rows.size() <= 0 || cols.size() <= 0) return;
-  const int64_t MC = (std::max<int64_t>(blk.MC, 1) + MR - 1) / MR * MR;
-  const int64_t NC = (std::max<int64_t>(blk.NC, 1) + NR - 1) / NR * NR;
-  const int64_t KC = std::max<int64_t>(blk.KC, 1);
+  // Equal blocks no larger than the given ones (K = 576 at KC = 256 runs as 3 slices of 192, not
+  // 256 + 256 + 64: a short slice would pay the C tile's load and store for few FMAs), MC and NC
+  // rounded up to whole MR / NR tiles. They depend on the sizes only, never on the threads.
+  const auto even = [](int64_t n, int64_t block, int64_t unit) {
+    block = std::max<int64_t>(block, 1);
+    const int64_t pieces = std::max<int64_t>((n + block - 1) / block, 1);
+    return ((n + pieces - 1) / pieces + unit - 1) / unit * unit;
+  };
+  const int64_t MC = even(rows.size(), blk.MC, MR), NC = even(cols.size(), blk.NC, NR);
+  const int64_t KC = std::max<int64_t>(even(K, blk.KC, 1), 1);
   const int64_t k_steps = std::max<int64_t>(K, 1);  // one pass even when K == 0
   const int64_t kc_max = std::min(KC, std::max<int64_t>(K, 1));
   T* bp = scratch<T>(kSlotPackedB, kc_max * ((std::min(NC, cols.size()) + NR - 1) / NR * NR));
   T* ap = scratch<T>(kSlotPackedA, kc_max * std::min(MC, (rows.size() + MR - 1) / MR * MR));
 
+  if (rows.size() <= MC) {
+    // One A block holds every row (conv's O/g is often 64): each B sliver is used by that one
+    // block only, right after it is packed. So pack B a few slivers at a time, a chunk that
+    // stays in L2 beside the A block, instead of a whole panel that goes out to L3 and is read
+    // back once. (Not one sliver at a time: a packer's per-row setup, e.g. rung 4's index
+    // arithmetic, would then be paid for every NR columns.)
+    for (int64_t pc = 0; pc < k_steps; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const bool first = pc == 0, last = pc + KC >= K;
+      const int64_t fits = kChunkBytesB / (std::max<int64_t>(kc, 1) * int64_t(sizeof(T))) / NR * NR;
+      const int64_t chunk = std::clamp(fits, NR, NC);  // NC: the B buffer's width
+      pack_a(ap, rows.begin, rows.size(), pc, kc);
+      for (int64_t jb = cols.begin; jb < cols.end; jb += chunk) {
+        const int64_t nb = std::min(chunk, cols.end - jb);
+        pack_b(bp, pc, kc, jb, nb);
+        for (int64_t jr = 0; jr < nb; jr += NR) {
+          const T* bs = bp + jr / NR * kc * NR;
+          for (int64_t ir = 0; ir < rows.size(); ir += MR) {
+            micro_tile<T>(kc, ap + ir / MR * kc * MR, bs, epi, rows.begin + ir, jb + jr, std::min(MR, rows.size() - ir),
+                          std::min(NR, nb - jr), first, last);
+          }
+        }
+      }
+    }
+    return;
+  }
   for (int64_t jc = cols.begin; jc < cols.end; jc += NC) {  // B panel: NC columns, in L3
     const int64_t nc = std::min(NC, cols.end - jc);
     for (int64_t pc = 0; pc < k_steps; pc += KC) {  // one KC slice of the reduction
