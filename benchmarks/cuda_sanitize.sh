@@ -2,7 +2,10 @@
 # Runs the CUDA tests of the fused normalization + activation kernels under compute-sanitizer:
 # out-of-bounds and misaligned accesses (memcheck), shared-memory races (racecheck), barrier misuse
 # (synccheck). Needs a GPU and the extension built with CUDA (pip install --no-build-isolation -e .
-# with a CUDA torch). Exits non-zero on the first tool that reports an error.
+# with a CUDA torch). Exits non-zero on the first tool that reports an error. Without a GPU,
+# .ci/cuda_emu.sh runs the same tests on the CUDA emulator under AddressSanitizer (memcheck's
+# out-of-bounds, in global and shared memory) and ThreadSanitizer (racecheck's shared-memory races);
+# the emulator itself reports what synccheck would (a barrier not every thread reaches).
 #
 #   bash benchmarks/cuda_sanitize.sh                     # memcheck, racecheck, synccheck
 #   bash benchmarks/cuda_sanitize.sh memcheck initcheck  # the tools named

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The CUDA kernels, run on the CPU by the CUDA emulator (csrc/emu/), under the tests of
+# tests/test_norm_act_cuda.py: the same properties, oracles and tolerances as on a GPU, with outputs
+# and workspaces poisoned (NaN / 0xFF) before each call. Builds are cached under build/cuda_emu/.
+#
+#   bash .ci/cuda_emu.sh          # CI's profile, sized for a 2-core machine (each step timed)
+#   bash .ci/cuda_emu.sh full     # every test in every build, the largest shapes included (slow)
+#
+# Steps:
+#   1. plain build; the suite (float32, float64, bfloat16), fibers in the default order
+#   2. fibers resuming in a random order: the LayerNorm and BatchNorm properties and bitwise repeatability
+#   3. every grid capped at 3 blocks per dimension (-DMTNN_MAX_GRID=3): each grid-stride loop
+#      iterates on small inputs
+#   4. AddressSanitizer + UBSan build (out-of-bounds in global and shared memory, undefined behaviour)
+#   5. ThreadSanitizer build, one OS thread per CUDA thread (shared-memory races, missing barriers)
+# Builds 3-5 compile in the background, one after the other, while steps 1-2 run.
+# The emulator's own self-test (planted bugs, each caught in its mode) is tests/test_cuda_emu.py,
+# part of the main test suite.
+#
+# Environment: PYTHON (default .venv/bin/python), MAX_JOBS (compile jobs; default: the CPUs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+profile=${1:-quick}
+case "$profile" in quick | full) ;; *) echo "usage: $0 [quick|full]" >&2; exit 2 ;; esac
+started=$SECONDS
+timings=()
+step() { printf '\n\033[1m=== %s (%ds)\033[0m\n' "$*" "$((SECONDS - started))"; }
+timed() {  # timed NAME CMD...: runs CMD, records how long it took
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  timings+=("$(printf '%-58s %4ds' "$name" "$((SECONDS - t0))")")
+}
+
+# tests VARIANT [pytest args...]: tests/test_norm_act_cuda.py on that build (the sanitizer's
+# runtime preloaded for asan and tsan).
+tests() {
+  local variant=$1
+  shift
+  env $("$PY" csrc/emu/build.py --env "$variant") MINITORCH_CUDA_TEST_DEVICE=emu MINITORCH_CUDA_EMU_VARIANT="$variant" \
+    ${full:+MINITORCH_CUDA_EMU_FULL=1} "$PY" -m pytest -q -p no:cacheprovider tests/test_norm_act_cuda.py "$@"
+}
+build() { "$PY" csrc/emu/build.py "$1" >/dev/null; }
+
+full=""
+# The subsets of the quick profile (about 6 minutes on 2 cores). torch.compile (~45 s here) traces
+# the ops and runs no new kernel code: it is left to the full profile and the GPU. Bitwise
+# repeatability runs with the fibers in a random order (float32), where it means the most.
+quick_plain=(-k "not compile and not repeatable")
+quick_order=(-k "(every_row_length and float32) or (every_layout and float32) or (repeatable and float32)")
+quick_capped=(-k "(every_row_length and not bfloat16) or (every_layout and float32) or empty or misaligned")
+quick_asan=(-k "(every_row_length and ([3-torch or [257-torch or [2041-torch)) or every_layout")
+quick_tsan=(-k "(every_row_length and 2041-torch.float32) or (every_layout and float32-train)")
+if [ "$profile" = full ]; then
+  full=1
+  quick_plain=() quick_order=() quick_capped=() quick_asan=() quick_tsan=()
+fi
+
+step "1a. build: plain"
+timed "build plain" build plain
+
+# The other builds compile in the background (one compile job) while the tests run.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+(
+  for v in capped asan tsan; do
+    t0=$SECONDS
+    if MAX_JOBS=1 build "$v" >"$logs/$v.log" 2>&1; then echo $((SECONDS - t0)) >"$logs/$v.done"; else touch "$logs/$v.failed"; exit 1; fi
+  done
+) &
+background=$!
+wait_for() {  # wait_for VARIANT: until its background build is done
+  local t0=$SECONDS
+  until [ -e "$logs/$1.done" ]; do
+    if [ -e "$logs/$1.failed" ] || ! kill -0 "$background" 2>/dev/null; then
+      sleep 1  # the builder may just have written $1.done and exited
+      [ -e "$logs/$1.done" ] && break
+      tail -30 "$logs/$1.log" >&2
+      echo "the $1 build failed" >&2
+      exit 1
+    fi
+    sleep 2
+  done
+  timings+=("$(printf '%-58s %4ds (waited %ds)' "build $1 (in the background)" "$(cat "$logs/$1.done")" "$((SECONDS - t0))")")
+}
+
+step "1b. tests: plain build, fibers"
+timed "tests plain ${quick_plain[*]}" tests plain "${quick_plain[@]}"
+
+step "2. tests: fibers in a random order"
+export MTNN_EMU_ORDER=random MTNN_EMU_SEED=${MTNN_EMU_SEED:-$RANDOM}
+echo "MTNN_EMU_SEED=$MTNN_EMU_SEED (to repeat this order)"
+timed "tests plain, random order ${quick_order[*]}" tests plain "${quick_order[@]}"
+unset MTNN_EMU_ORDER MTNN_EMU_SEED
+
+step "3. tests: grids capped at 3 blocks a dimension"
+wait_for capped
+timed "tests capped ${quick_capped[*]}" tests capped "${quick_capped[@]}"
+
+step "4. tests: AddressSanitizer + UBSan"
+wait_for asan
+timed "tests asan ${quick_asan[*]}" tests asan "${quick_asan[@]}"
+
+step "5. tests: ThreadSanitizer, one OS thread per CUDA thread"
+wait_for tsan
+timed "tests tsan ${quick_tsan[*]}" tests tsan "${quick_tsan[@]}"
+wait "$background"
+
+step "CUDA emulator runs passed"
+printf '%s\n' "${timings[@]}"
