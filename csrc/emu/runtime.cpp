@@ -473,20 +473,22 @@ void run_thread(Thread& t) {
 // ---- a block --------------------------------------------------------------------------------------
 
 // One OS thread per CUDA thread of a block, kept for every block of a launch. Worker i runs thread
-// i of each block in turn. Starting and finishing a block synchronize through two different
-// mutexes, so ThreadSanitizer sees no happens-before edge from one worker's end of a block to
-// another's start of the same block (which would hide a race when one runs before the other).
+// i of each block in turn. Each worker is started through a mutex of its own and reports back
+// through another, so ThreadSanitizer sees no happens-before edge from one worker's end of a block
+// to another's start of it (which would hide a race whenever one runs before the other).
 class Workers {
  public:
-  explicit Workers(int n) : n_(n) {
+  explicit Workers(int n) : n_(n), slots_(n) {
     for (int i = 0; i < n; ++i) threads_.emplace_back([this, i] { work(i); });
   }
   ~Workers() {
-    {
-      std::lock_guard<std::mutex> lk(start_mu_);
-      quit_ = true;
+    for (Slot& slot : slots_) {
+      {
+        std::lock_guard<std::mutex> lk(slot.mu);
+        slot.quit = true;
+      }
+      slot.cv.notify_one();
     }
-    start_cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
   void run(Block& b) {
@@ -494,27 +496,37 @@ class Workers {
       std::lock_guard<std::mutex> lk(done_mu_);
       done_ = 0;
     }
-    {
-      std::lock_guard<std::mutex> lk(start_mu_);
-      block_ = &b;
-      ++generation_;
+    for (Slot& slot : slots_) {
+      {
+        std::lock_guard<std::mutex> lk(slot.mu);
+        slot.block = &b;
+        ++slot.generation;
+      }
+      slot.cv.notify_one();
     }
-    start_cv_.notify_all();
     std::unique_lock<std::mutex> lk(done_mu_);
     done_cv_.wait(lk, [&] { return done_ == n_; });
   }
 
  private:
+  struct Slot {
+    std::mutex mu;
+    std::condition_variable cv;
+    Block* block = nullptr;
+    uint64_t generation = 0;
+    bool quit = false;
+  };
   void work(int i) {
+    Slot& slot = slots_[i];
     uint64_t seen = 0;
     for (;;) {
       Block* b;
       {
-        std::unique_lock<std::mutex> lk(start_mu_);
-        start_cv_.wait(lk, [&] { return quit_ || generation_ != seen; });
-        if (quit_) return;
-        seen = generation_;
-        b = block_;
+        std::unique_lock<std::mutex> lk(slot.mu);
+        slot.cv.wait(lk, [&] { return slot.quit || slot.generation != seen; });
+        if (slot.quit) return;
+        seen = slot.generation;
+        b = slot.block;
       }
       current = &b->threads[i];
       run_thread(b->threads[i]);
@@ -524,13 +536,11 @@ class Workers {
     }
   }
   int n_;
+  std::vector<Slot> slots_;
   std::vector<std::thread> threads_;
-  std::mutex start_mu_, done_mu_;
-  std::condition_variable start_cv_, done_cv_;
-  Block* block_ = nullptr;
-  uint64_t generation_ = 0;
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
   int done_ = 0;
-  bool quit_ = false;
 };
 
 // Runs one block to completion. order_kind: 0 forward, 1 reverse, 2 random (the order in which
