@@ -17,7 +17,7 @@
 //   * shared memory is allocated per block at its exact size and filled with 0xFF, so
 //     AddressSanitizer sees an access past its end and a read before any write shows as garbage.
 //
-// Environment: MTNN_EMU_MODE = fibers (default; threads under ThreadSanitizer) | threads;
+// Environment: MTNN_EMU_MODE = fibers (default; threads under ThreadSanitizer and off x86-64) | threads;
 // MTNN_EMU_ORDER = forward (default) | reverse | random; MTNN_EMU_SEED (for random; default 0).
 #include <cuda_emu/device.h>
 #include <sys/mman.h>
@@ -279,7 +279,12 @@ mtnn_emu_fiber_start:
   .size mtnn_emu_fiber_start, .-mtnn_emu_fiber_start
 )");
 #else
-#error "cuda-emu fibers: only x86-64 has a context switch here (use MTNN_EMU_MODE=threads elsewhere)"
+// Only x86-64 has a context switch here: elsewhere CUDA threads are OS threads (see options()).
+extern "C" void mtnn_emu_switch(void**, void*) {
+  std::fprintf(stderr, "cuda-emu: fibers need x86-64; use MTNN_EMU_MODE=threads\n");
+  std::abort();
+}
+extern "C" void mtnn_emu_fiber_start() { std::abort(); }
 #endif
 
 namespace mtnn_emu {
@@ -608,12 +613,14 @@ struct Options {
 
 Options options() {
   Options o{false, 0, 0};
-#if MTNN_EMU_TSAN
+#if MTNN_EMU_TSAN || !defined(__x86_64__)
   o.threads = true;
 #endif
   if (const char* m = std::getenv("MTNN_EMU_MODE")) {
     if (std::string(m) == "threads") o.threads = true;
+#if defined(__x86_64__)
     else if (std::string(m) == "fibers") o.threads = false;
+#endif
   }
   if (const char* r = std::getenv("MTNN_EMU_ORDER")) {
     if (std::string(r) == "reverse") o.order = 1;
