@@ -227,7 +227,7 @@ def plots(outdir: Path, rows: Sequence[Result]) -> list[Path]:
         impls = list(dict.fromkeys(r.impl for r in fam))
         value = {(r.op, r.shape, r.mode, r.impl): getattr(r, key) for r in fam}
         height = 0.8 / max(len(impls), 1)
-        fig, ax = plt.subplots(figsize=(10, 0.35 * len(cases) * max(len(impls), 2) / 2 + 1.5))
+        fig, ax = plt.subplots(figsize=(10, 0.09 * len(cases) * max(len(impls), 2) + 1.5))
         for i, impl in enumerate(impls):
             ys = [c - 0.4 + (i + 0.5) * height for c in range(len(cases))]
             xs = [value.get((*case, impl)) or 0 for case in cases]
