@@ -37,15 +37,6 @@
 
 namespace minitorch_nn {
 namespace conv {
-namespace {
-
-// 1x1 kernel, stride 1, no padding: cols[(c), (i, j)] = x[n, c, i, j], so cols is the image itself.
-inline bool cols_is_input(const ConvShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-         s.OH == s.H && s.OW == s.W;
-}
-
-}  // namespace
 
 template <typename T>
 void gemm_forward(const ConvShape& s, const T* x, const T* w, const T* bias, Act act, T* y) {

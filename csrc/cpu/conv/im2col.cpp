@@ -38,12 +38,6 @@ at::Tensor matrix(const T* p, int64_t rows, int64_t cols, int64_t row_stride, in
                        at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
-// 1x1 kernel, stride 1, no padding: cols[(c), (i, j)] = x[n, c, i, j], so cols is the image itself.
-inline bool cols_is_input(const ConvShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-         s.OH == s.H && s.OW == s.W;
-}
-
 }  // namespace
 
 template <typename T>
