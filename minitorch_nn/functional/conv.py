@@ -262,6 +262,22 @@ def _check_conv_args(x: Tensor, weight: Tensor, bias, stride: Pair, padding: Pad
         )
 
 
+def batched_conv_args(input: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[Tensor, Pair, Padding, Pair]:
+    """(4-D input, stride, (top, bottom, left, right) padding, dilation) from conv2d's arguments.
+
+    Shared by this reference and the compiled op's wrapper (minitorch_nn.kernels.conv2d), so both
+    accept and reject the same input ranks with torch's message.
+    """
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
+        )
+    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
+    kernel = tuple(weight.shape[2:]) if weight.dim() == 4 else (1, 1)
+    padding_ = resolve_padding(padding, kernel, stride_, dilation_)
+    return (input if input.dim() == 4 else input.unsqueeze(0)), stride_, padding_, dilation_
+
+
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -300,14 +316,7 @@ def conv2d(
         tensor([[[[10., 18.],
                   [42., 50.]]]])
     """
-    if input.dim() not in (3, 4):
-        raise RuntimeError(
-            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
-        )
-    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
-    kernel = tuple(weight.shape[2:]) if weight.dim() == 4 else (1, 1)
-    padding_ = resolve_padding(padding, kernel, stride_, dilation_)
-    x = input if input.dim() == 4 else input.unsqueeze(0)
+    x, stride_, padding_, dilation_ = batched_conv_args(input, weight, stride, padding, dilation)
     _check_conv_args(x, weight, bias, stride_, padding_, dilation_, groups)
     y = Conv2dFunction.apply(x, weight, bias, stride_, padding_, dilation_, groups)
     return y if input.dim() == 4 else y.squeeze(0)

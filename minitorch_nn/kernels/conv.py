@@ -31,8 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..functional._common import pair
-from ..functional.conv import resolve_padding
+from ..functional.conv import batched_conv_args, resolve_padding
 from ..nn.conv import Conv2d
 from ._loader import AVAILABLE, require
 from .norm_act import _check_activation
@@ -179,14 +178,7 @@ def conv2d(
     require()
     _check_activation(activation)
     _check_algorithm(algorithm)
-    if input.dim() not in (3, 4):
-        raise RuntimeError(
-            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
-        )
-    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
-    kernel = tuple(weight.shape[2:]) if weight.dim() == 4 else (1, 1)
-    padding_ = resolve_padding(padding, kernel, stride_, dilation_)
-    x = input if input.dim() == 4 else input.unsqueeze(0)
+    x, stride_, padding_, dilation_ = batched_conv_args(input, weight, stride, padding, dilation)
     y = torch.ops.minitorch_nn.conv2d(
         x, weight, bias, list(stride_), list(padding_), list(dilation_), groups, activation, algorithm
     )
