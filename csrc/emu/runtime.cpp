@@ -1,28 +1,40 @@
 // The CUDA emulator's scheduler: runs a kernel launch's blocks and threads on the CPU.
 //
 // What it models, and how:
-//   * a launch runs every block before it returns (one block at a time, in an order that can be
-//     varied), after the checks a GPU makes at launch: block ≤ 1024 threads (x, y ≤ 1024, z ≤ 64),
-//     grid y, z ≤ 65535, the kernel's __launch_bounds__, dynamic shared memory ≤ 48 KiB. A failed
-//     check is the launch's error, with the code a GPU returns, and the kernel does not run;
+//   * a launch runs every block before it returns, after the checks a GPU makes at launch: block
+//     ≤ 1024 threads (x, y ≤ 1024, z ≤ 64), grid y, z ≤ 65535, the kernel's __launch_bounds__,
+//     dynamic shared memory ≤ 48 KiB. A failed check is the launch's error, with the code a GPU
+//     returns, and the kernel does not run;
+//   * blocks in flight: MTNN_EMU_BLOCKS = k blocks run at once (default 1: one after another), as
+//     on a GPU whose SMs hold several. The grid's blocks are taken in an order that can be varied;
+//     block j of that order runs in slot j mod k, and a slot starts its next block as soon as its
+//     last one has finished (refilling, not waves). A kernel that wrongly relies on blocks running
+//     one after another (block b reads what block b − 1 wrote, a plain read-modify-write of a value
+//     that several blocks update) then shows it: with fibers as a wrong result, with OS threads as
+//     a ThreadSanitizer race (each slot has its own OS threads, and nothing orders one slot's blocks
+//     against another's). After a fault no block starts; the blocks in flight run to their end;
 //   * a block's threads are either fibers (user-level contexts on one OS thread, switched only at
-//     barriers and warp intrinsics: fast, deterministic, with the order in which runnable threads
-//     resume chosen by MTNN_EMU_ORDER) or one OS thread per CUDA thread (MTNN_EMU_MODE=threads:
-//     slow, but ThreadSanitizer then sees every unsynchronized shared-memory access as a race);
-//   * __syncthreads() waits for every thread of the block; __syncwarp and the shuffles for every
-//     lane of the warp. A barrier that cannot complete (a thread exited, or waits at another line),
-//     a partial mask, a shuffle from an exited or non-existent lane: each is reported as a fault
-//     naming the kernel, line, block and thread, and the launch fails with
-//     cudaErrorLaunchFailure (where a GPU would hang or return garbage);
+//     barriers and warp intrinsics: fast, deterministic, with the order in which the runnable
+//     threads of all blocks in flight resume chosen by MTNN_EMU_ORDER) or one OS thread per CUDA
+//     thread (MTNN_EMU_MODE=threads: slow, but ThreadSanitizer then sees every unsynchronized
+//     access to shared memory, or to global memory from two blocks in flight, as a race);
+//   * __syncthreads() waits for every thread of the block; __syncwarp, the shuffles and the votes
+//     (__ballot_sync, __any_sync, __all_sync) for every lane of the warp. A barrier that cannot
+//     complete (a thread exited, or waits at another line), a partial mask, a shuffle from an exited
+//     or non-existent lane: each is reported as a fault naming the kernel, line, block and thread,
+//     and the launch fails with cudaErrorLaunchFailure (where a GPU would hang or return garbage);
 //   * shared memory is allocated per block at its exact size and filled with 0xFF, so
 //     AddressSanitizer sees an access past its end and a read before any write shows as garbage.
 //
 // Environment: MTNN_EMU_MODE = fibers (default; threads under ThreadSanitizer and off x86-64) | threads;
-// MTNN_EMU_ORDER = forward (default) | reverse | random; MTNN_EMU_SEED (for random; default 0).
+// MTNN_EMU_ORDER = forward (default) | reverse | random, the order of the blocks and of the fibers
+// (random reshuffles the runnable fibers of all blocks in flight every round); MTNN_EMU_SEED (for
+// random; default 0); MTNN_EMU_BLOCKS (blocks in flight; default 1).
 #include <cuda_emu/device.h>
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -159,8 +171,13 @@ struct Launch {
   void (*run)(void*);
   void* body;
   bool threaded;
+  // The first fault, which becomes the launch's error. Blocks in flight on OS threads may fault at
+  // once, hence the mutex; `failed` is read without it, relaxed, so that checking it before each
+  // block gives ThreadSanitizer no happens-before edge from one slot's blocks to another's.
+  std::mutex fault_mu;
   cudaError_t fault_code = cudaSuccess;
   std::string fault;
+  std::atomic<bool> failed{false};
 };
 
 struct Block {
@@ -170,12 +187,16 @@ struct Block {
   std::vector<Warp> warps;
   Barrier bar;
   int exited = 0;
-  bool abort = false;
+  std::atomic<bool> abort{false};  // set under `mu`, and read without it as a thread starts
   std::map<int, void*> statics;
   size_t static_bytes = 0;
   void* dynamic = nullptr;
   std::mutex mu;
   std::condition_variable cv;
+  ~Block() {
+    for (auto& [line, p] : statics) std::free(p);
+    std::free(dynamic);
+  }
 };
 
 // The block lock: a real mutex when CUDA threads are OS threads; nothing to do with fibers.
@@ -204,10 +225,15 @@ std::string where(const Thread& t, int line) {
 
 // Records the launch's first fault and stops the block: every thread waiting anywhere unwinds.
 void record_fault(Block& b, cudaError_t code, const std::string& what) {
-  if (b.launch->fault.empty()) {
-    b.launch->fault_code = code;
-    b.launch->fault = what;
+  Launch& L = *b.launch;
+  {
+    std::lock_guard<std::mutex> lk(L.fault_mu);
+    if (L.fault.empty()) {
+      L.fault_code = code;
+      L.fault = what;
+    }
   }
+  L.failed.store(true, std::memory_order_relaxed);
   b.abort = true;
   b.cv.notify_all();
 }
@@ -477,10 +503,11 @@ void run_thread(Thread& t) {
 
 // ---- a block --------------------------------------------------------------------------------------
 
-// One OS thread per CUDA thread of a block, kept for every block of a launch. Worker i runs thread
-// i of each block in turn. Each worker is started through a mutex of its own and reports back
-// through another, so ThreadSanitizer sees no happens-before edge from one worker's end of a block
-// to another's start of it (which would hide a race whenever one runs before the other).
+// One OS thread per CUDA thread of a block, kept for every block a slot runs in a launch. Worker i
+// runs thread i of each of the slot's blocks in turn. Each worker is started through a mutex of its
+// own and reports back through another, so ThreadSanitizer sees no happens-before edge from one
+// worker's end of a block to another's start of it (which would hide a race whenever one runs
+// before the other).
 class Workers {
  public:
   explicit Workers(int n) : n_(n), slots_(n) {
@@ -548,10 +575,13 @@ class Workers {
   int done_ = 0;
 };
 
-// Runs one block to completion. order_kind: 0 forward, 1 reverse, 2 random (the order in which
-// runnable fibers resume, reshuffled every round). With OS threads, `workers` runs them.
-void run_block(Launch& L, dim3 idx, std::mt19937_64& rng, int order_kind, Workers* workers) {
-  Block b;
+dim3 block_index(dim3 g, uint64_t i) {
+  return dim3(static_cast<unsigned>(i % g.x), static_cast<unsigned>(i / g.x % g.y),
+              static_cast<unsigned>(i / (uint64_t{g.x} * g.y)));
+}
+
+// Sets up block `idx` of the launch: its threads' indices, its warps, its dynamic shared memory.
+void init_block(Block& b, Launch& L, dim3 idx) {
   b.launch = &L;
   const dim3 bd = L.cfg.block;
   b.n = static_cast<int>(bd.x * bd.y * bd.z);
@@ -576,43 +606,78 @@ void run_block(Launch& L, dim3 idx, std::mt19937_64& rng, int order_kind, Worker
     t.block_dim = bd;
     t.grid_dim = L.cfg.grid;
   }
-  std::vector<int> order(b.n);
-  std::iota(order.begin(), order.end(), 0);
-  if (order_kind == 1) std::reverse(order.begin(), order.end());
-  if (order_kind == 2) std::shuffle(order.begin(), order.end(), rng);
-  if (L.threaded) {
-    workers->run(b);
-  } else {
+}
+
+// Fibers: the k blocks in flight share this OS thread. Slot s runs blocks s, s + k, s + 2k, ... of
+// `order` (linear block indices), each started as soon as the slot's last one has finished; its
+// fibers use stacks s·n .. s·n + n − 1 of the pool. A round resumes every live fiber of every block
+// in flight once, in the order asked for (0 forward: slot by slot, thread by thread; 1 reverse;
+// 2 random, reshuffled every round, so the fibers of different blocks interleave).
+void run_fibers(Launch& L, const std::vector<uint64_t>& order, int k, int order_kind, std::mt19937_64& rng) {
 #if MTNN_EMU_TSAN
-    scheduler_tsan_fiber = __tsan_get_current_fiber();
+  scheduler_tsan_fiber = __tsan_get_current_fiber();
 #endif
-    for (int i = 0; i < b.n; ++i) init_fiber(b.threads[i], fiber_stack(i));
-    int live = b.n;
-    while (live > 0) {
-      if (order_kind == 2) std::shuffle(order.begin(), order.end(), rng);
-      for (int i : order) {
-        Thread& t = b.threads[i];
-        if (t.exited) continue;
-        resume_fiber(t);
-        if (t.exited) --live;
-      }
+  const dim3 bd = L.cfg.block;
+  const int n = static_cast<int>(bd.x * bd.y * bd.z);
+  std::vector<std::unique_ptr<Block>> slot(k);
+  std::vector<uint64_t> next(k);  // the position in `order` of the slot's next block
+  auto start_next = [&](int s) {
+    if (slot[s] != nullptr) {
+#if MTNN_EMU_TSAN
+      for (Thread& t : slot[s]->threads) __tsan_destroy_fiber(t.tsan_fiber);
+#endif
+      slot[s].reset();
     }
-#if MTNN_EMU_TSAN
-    for (Thread& t : b.threads) __tsan_destroy_fiber(t.tsan_fiber);
-#endif
+    if (next[s] >= order.size() || L.failed.load(std::memory_order_relaxed)) return;
+    slot[s] = std::make_unique<Block>();
+    init_block(*slot[s], L, block_index(L.cfg.grid, order[next[s]]));
+    next[s] += k;
+    for (int i = 0; i < n; ++i) init_fiber(slot[s]->threads[i], fiber_stack(static_cast<size_t>(s) * n + i));
+  };
+  for (int s = 0; s < k; ++s) {
+    next[s] = s;
+    start_next(s);
   }
-  for (auto& [line, p] : b.statics) std::free(p);
-  std::free(b.dynamic);
+  std::vector<Thread*> runnable;
+  for (;;) {
+    runnable.clear();
+    for (auto& b : slot) {
+      if (b == nullptr) continue;
+      for (Thread& t : b->threads)
+        if (!t.exited) runnable.push_back(&t);
+    }
+    if (runnable.empty()) return;
+    if (order_kind == 1) std::reverse(runnable.begin(), runnable.end());
+    if (order_kind == 2) std::shuffle(runnable.begin(), runnable.end(), rng);
+    for (Thread* t : runnable) resume_fiber(*t);
+    for (int s = 0; s < k; ++s) {
+      if (slot[s] != nullptr && slot[s]->exited == n) start_next(s);
+    }
+  }
+}
+
+// OS threads: slot s (one of k, each on a thread of its own) runs blocks s, s + k, s + 2k, ... of
+// `order` one after another, on workers of its own. Nothing passes between slots (no lock, no
+// shared counter), so for ThreadSanitizer no block of one slot is ordered against any of another.
+void run_slot(Launch& L, const std::vector<uint64_t>& order, int s, int k) {
+  const dim3 bd = L.cfg.block;
+  Workers workers(static_cast<int>(bd.x * bd.y * bd.z));
+  for (uint64_t j = s; j < order.size() && !L.failed.load(std::memory_order_relaxed); j += k) {
+    Block b;
+    init_block(b, L, block_index(L.cfg.grid, order[j]));
+    workers.run(b);
+  }
 }
 
 struct Options {
   bool threads;
   int order;  // 0 forward, 1 reverse, 2 random
   uint64_t seed;
+  int blocks;  // in flight
 };
 
 Options options() {
-  Options o{false, 0, 0};
+  Options o{false, 0, 0, 1};
 #if MTNN_EMU_TSAN || !defined(__x86_64__)
   o.threads = true;
 #endif
@@ -627,6 +692,7 @@ Options options() {
     else if (std::string(r) == "random") o.order = 2;
   }
   if (const char* s = std::getenv("MTNN_EMU_SEED")) o.seed = std::strtoull(s, nullptr, 10);
+  if (const char* k = std::getenv("MTNN_EMU_BLOCKS")) o.blocks = std::max(1, std::atoi(k));
   return o;
 }
 
@@ -699,23 +765,19 @@ void launch_impl(const Site& site, const Config& cfg, void (*run)(void*), void* 
     return;
   }
   const Options opt = options();
-  Launch L{site, cfg, run, body, opt.threads, cudaSuccess, {}};
+  Launch L{site, cfg, run, body, opt.threads};
   std::mt19937_64 rng(opt.seed);
-  const uint64_t blocks = uint64_t{g.x} * g.y * g.z;
-  std::vector<uint64_t> block_order;
-  if (opt.order != 0) {
-    block_order.resize(blocks);
-    std::iota(block_order.begin(), block_order.end(), 0);
-    if (opt.order == 1) std::reverse(block_order.begin(), block_order.end());
-    else std::shuffle(block_order.begin(), block_order.end(), rng);
-  }
-  std::unique_ptr<Workers> workers;
-  if (L.threaded) workers = std::make_unique<Workers>(static_cast<int>(threads));
-  for (uint64_t k = 0; k < blocks && L.fault.empty(); ++k) {
-    const uint64_t i = opt.order != 0 ? block_order[k] : k;
-    const dim3 idx(static_cast<unsigned>(i % g.x), static_cast<unsigned>(i / g.x % g.y),
-                   static_cast<unsigned>(i / (uint64_t{g.x} * g.y)));
-    run_block(L, idx, rng, opt.order, workers.get());
+  std::vector<uint64_t> order(uint64_t{g.x} * g.y * g.z);  // linear block indices, in the order they start
+  std::iota(order.begin(), order.end(), 0);
+  if (opt.order == 1) std::reverse(order.begin(), order.end());
+  if (opt.order == 2) std::shuffle(order.begin(), order.end(), rng);
+  const int k = static_cast<int>(std::min<uint64_t>(opt.blocks, order.size()));
+  if (L.threaded) {
+    std::vector<std::thread> slots;
+    for (int s = 0; s < k; ++s) slots.emplace_back(run_slot, std::ref(L), std::cref(order), s, k);
+    for (std::thread& slot : slots) slot.join();
+  } else {
+    run_fibers(L, order, k, opt.order, rng);
   }
   if (!L.fault.empty()) set_error(L.fault_code, L.fault);
 }
@@ -810,6 +872,21 @@ void shfl(int line, const char* name, unsigned mask, Shfl kind, int arg, int wid
   arrive(b, lock, t, w.bar, w.lanes, line, name);  // every lane's value is in
   std::memcpy(value, w.slot[src], bytes);
   arrive(b, lock, t, w.bar, w.lanes, line, name);  // every lane has read before any writes again
+}
+
+unsigned vote(int line, const char* name, unsigned mask, bool pred) {
+  Thread& t = self();
+  Block& b = *t.block;
+  Lock lock(b);
+  if (b.abort) throw Abort{};
+  Warp& w = b.warps[t.warp];
+  check_mask(b, t, w, mask, line, name);
+  w.slot[t.lane][0] = pred;
+  arrive(b, lock, t, w.bar, w.lanes, line, name);  // every lane's vote is in
+  unsigned ballot = 0;
+  for (int lane = 0; lane < w.lanes; ++lane) ballot |= unsigned{w.slot[lane][0]} << lane;
+  arrive(b, lock, t, w.bar, w.lanes, line, name);  // every lane has counted before any votes again
+  return ballot;
 }
 
 }  // namespace mtnn_emu

@@ -8,7 +8,9 @@
 //                    2: ran, results wrong; a sanitizer that finds something aborts.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -42,6 +44,28 @@ __global__ void warp_sums(const float* in, float* sums, float* prev) {
   sums[i] = v;
 }
 
+// *total += Σ in[0 .. gridDim.x·n): each block reduces its slice, then adds it with one atomicAdd.
+__global__ void __launch_bounds__(kThreads) grid_sum(const float* in, float* total, int n) {
+  __shared__ float partial[kThreads];
+  float s = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += in[blockIdx.x * n + i];
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) atomicAdd(total, partial[0]);
+}
+
+// Per warp: the lanes holding a negative value (ballot), whether any does, whether all are positive.
+__global__ void warp_votes(const float* in, unsigned* ballot, int* any, int* all) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  ballot[i] = __ballot_sync(0xffffffffu, in[i] < 0);
+  any[i] = __any_sync(0xffffffffu, in[i] < 0);
+  all[i] = __all_sync(0xffffffffu, in[i] > 0);
+}
+
 // Reverses each block's slice through dynamic shared memory.
 __global__ void reverse_dynamic(const float* in, float* out) {
   extern __shared__ float tile[];
@@ -59,6 +83,36 @@ __global__ void rotate_without_barrier(const float* in, float* out) {
   const int t = threadIdx.x;
   tile[t] = in[blockIdx.x * kThreads + t];
   out[blockIdx.x * kThreads + t] = tile[(t + 1) % kThreads];  // BUG: __syncthreads() missing above
+}
+
+// Blocks that rely on running one after another: thread 0 folds the running *total into its
+// partial sum, and the block stores the result with a plain write. Right only while no two blocks
+// are in flight: another block may read *total between this block's read and its store.
+__global__ void __launch_bounds__(kThreads) grid_sum_racy(const float* in, float* total, int n) {
+  __shared__ float partial[kThreads];
+  float s = threadIdx.x == 0 ? *total : 0.0f;  // BUG: needs an atomicAdd at the end instead
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += in[blockIdx.x * n + i];
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *total = partial[0];  // BUG: overwrites what other blocks added meanwhile
+}
+
+// A vote after some lanes have returned: its mask still names them.
+__global__ void vote_after_return(const float* in, int* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (in[i] < 0) return;  // BUG: the lanes that return never vote
+  out[i] = __all_sync(0xffffffffu, in[i] > 4);
+}
+
+// A vote by half the warp with a mask naming that half: valid CUDA, but the emulator reports a
+// partial mask rather than guess at what the other lanes do meanwhile.
+__global__ void half_warp_vote(const float* in, unsigned* out) {
+  const int lane = threadIdx.x % 32;
+  if (lane < 16) out[lane] = __ballot_sync(0x0000ffffu, in[lane] < 0);
 }
 
 // Out-of-bounds store: no `i < n` guard, and the grid covers more than n.
@@ -109,8 +163,17 @@ int launched(const char* what) {
   return 0;
 }
 
-int expect(bool ok, const char* what) {
-  std::printf("%s: results %s\n", what, ok ? "right" : "WRONG");
+// Prints whether the results are right, and a checksum of the outputs' bytes (FNV-1a): runs whose
+// checksums are equal gave bitwise equal results.
+template <typename... T>
+int expect(bool ok, const char* what, const std::vector<T>&... outputs) {
+  uint64_t h = 14695981039346656037ull;
+  [[maybe_unused]] auto add = [&h](const auto& v) {
+    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+    for (size_t i = 0; i < v.size() * sizeof(v[0]); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  (add(outputs), ...);
+  std::printf("%s: results %s, checksum %016llx\n", what, ok ? "right" : "WRONG", static_cast<unsigned long long>(h));
   return ok ? 0 : 2;
 }
 
@@ -137,7 +200,7 @@ int main(int argc, char** argv) {
       for (int i = 0; i < n; ++i) want += in[b * n + i];
       ok = ok && std::fabs(out[b] - want) < 1e-3f;
     }
-    return expect(ok, c.c_str());
+    return expect(ok, c.c_str(), out);
   }
   if (c == "warp_sums") {
     std::vector<float> in = ramp(96), sums(96), prev(96);
@@ -149,7 +212,7 @@ int main(int argc, char** argv) {
       for (int l = 0; l < 32; ++l) want += in[i / 32 * 32 + l];
       ok = ok && sums[i] == want && prev[i] == in[i % 32 == 0 ? i : i - 1];
     }
-    return expect(ok, c.c_str());
+    return expect(ok, c.c_str(), sums, prev);
   }
   if (c == "reverse_dynamic" || c == "dynamic_one_short") {
     const int n = 64;
@@ -160,7 +223,52 @@ int main(int argc, char** argv) {
     if (launched(c.c_str())) return 1;
     bool ok = true;
     for (int i = 0; i < 2 * n; ++i) ok = ok && out[i] == in[i / n * n + (n - 1 - i % n)];
-    return expect(ok, c.c_str());
+    return expect(ok, c.c_str(), out);
+  }
+  if (c == "grid_sum" || c == "grid_sum_racy") {
+    const int blocks = 7, n = 300;
+    std::vector<float> in(blocks * n), total(1, 0.0f);
+    for (int i = 0; i < blocks * n; ++i) in[i] = static_cast<float>(i % 13);  // every block's sum > 0
+    if (c == "grid_sum") grid_sum<<<blocks, kThreads>>>(in.data(), total.data(), n);
+    else grid_sum_racy<<<blocks, kThreads>>>(in.data(), total.data(), n);
+    if (launched(c.c_str())) return 1;
+    float want = 0;  // sums of small integers: exact in float, whatever the order of the additions
+    for (float v : in) want += v;
+    return expect(total[0] == want, c.c_str(), total);
+  }
+  if (c == "warp_votes") {
+    const int n = 128;  // two blocks of two warps; warp 2 is all positive, the others are mixed
+    std::vector<float> in = ramp(n);
+    for (int i = 64; i < 96; ++i) in[i] = static_cast<float>(1 + i % 5);
+    std::vector<unsigned> ballot(n);
+    std::vector<int> any(n), all(n);
+    warp_votes<<<2, 64>>>(in.data(), ballot.data(), any.data(), all.data());
+    if (launched(c.c_str())) return 1;
+    bool ok = true;
+    for (int i = 0; i < n; ++i) {
+      unsigned want = 0;
+      bool all_positive = true;
+      for (int l = 0; l < 32; ++l) {
+        want |= unsigned{in[i / 32 * 32 + l] < 0} << l;
+        all_positive = all_positive && in[i / 32 * 32 + l] > 0;
+      }
+      ok = ok && ballot[i] == want && any[i] == (want != 0) && all[i] == all_positive;
+    }
+    ok = ok && all[64] == 1 && any[0] == 1;  // both outcomes of each vote occur
+    return expect(ok, c.c_str(), ballot, any, all);
+  }
+  if (c == "vote_after_return") {
+    std::vector<float> in(96, 1.0f), negatives = ramp(32);  // only block 1 has lanes that return
+    std::copy(negatives.begin(), negatives.end(), in.begin() + 32);
+    std::vector<int> out(96);
+    vote_after_return<<<3, 32>>>(in.data(), out.data());
+    return launched(c.c_str()) != 0 ? 1 : expect(true, c.c_str());
+  }
+  if (c == "half_warp_vote") {
+    std::vector<float> in = ramp(32);
+    std::vector<unsigned> out(32);
+    half_warp_vote<<<1, 32>>>(in.data(), out.data());
+    return launched(c.c_str()) != 0 ? 1 : expect(true, c.c_str());
   }
   if (c == "missing_barrier") {
     std::vector<float> in = ramp(2 * kThreads), out(2 * kThreads);

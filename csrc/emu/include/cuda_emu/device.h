@@ -4,9 +4,9 @@
 // (`k<<<grid, block, smem, stream>>>(args)` becomes `::mtnn_emu::launch(...)`) and its __shared__
 // declarations (which become references into the block's shared memory), and included this header
 // first. Everything else in the kernel compiles as it is: threadIdx and friends are macros for the
-// running CUDA thread's indices, __syncthreads() and the warp intrinsics are calls into the
-// scheduler (csrc/emu/runtime.cpp), and __half / __nv_bfloat16 come from the toolkit's headers,
-// whose host code does the conversions.
+// running CUDA thread's indices, __syncthreads() and the warp intrinsics (__syncwarp, shuffles,
+// votes) are calls into the scheduler (csrc/emu/runtime.cpp), and __half / __nv_bfloat16 come
+// from the toolkit's headers, whose host code does the conversions.
 //
 // Each intrinsic passes __LINE__ (the .cu file's line: the rewritten file starts with #line) so a
 // report names the line of the kernel that went wrong.
@@ -112,6 +112,14 @@ T shfl_xor_sync(int line, unsigned mask, T v, int lane_mask, int width = 32) {
   return shfl_as(line, "__shfl_xor_sync", mask, Shfl::Xor, v, lane_mask, width);
 }
 
+// Warp votes: every lane of `mask` (the warp's full set of lanes, none exited: checked as for the
+// shuffles) contributes `pred`; every lane gets the ballot, bit l set where lane l's was true.
+unsigned vote(int line, const char* name, unsigned mask, bool pred);
+
+inline unsigned ballot_sync(int line, unsigned mask, int pred) { return vote(line, "__ballot_sync", mask, pred != 0); }
+inline int any_sync(int line, unsigned mask, int pred) { return vote(line, "__any_sync", mask, pred != 0) != 0; }
+inline int all_sync(int line, unsigned mask, int pred) { return vote(line, "__all_sync", mask, pred != 0) == mask; }
+
 }  // namespace mtnn_emu
 
 #define threadIdx (::mtnn_emu::ids().thread_idx)
@@ -128,6 +136,9 @@ T shfl_xor_sync(int line, unsigned mask, T v, int lane_mask, int width = 32) {
 #define __shfl_up_sync(...) ::mtnn_emu::shfl_up_sync(__LINE__, __VA_ARGS__)
 #define __shfl_down_sync(...) ::mtnn_emu::shfl_down_sync(__LINE__, __VA_ARGS__)
 #define __shfl_xor_sync(...) ::mtnn_emu::shfl_xor_sync(__LINE__, __VA_ARGS__)
+#define __ballot_sync(...) ::mtnn_emu::ballot_sync(__LINE__, __VA_ARGS__)
+#define __any_sync(...) ::mtnn_emu::any_sync(__LINE__, __VA_ARGS__)
+#define __all_sync(...) ::mtnn_emu::all_sync(__LINE__, __VA_ARGS__)
 
 // ---- math intrinsics and memory access (host equivalents) --------------------------------------
 
