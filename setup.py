@@ -81,7 +81,8 @@ def extension_kwargs() -> dict:
         *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp")),
         *(f"csrc/cpu/conv/{name}.cpp" for name in CONV_SOURCES),
     ]
-    cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.c[pu]*"))
+    cuda_dir = ROOT / "csrc" / "cuda"
+    cuda_sources = sorted(str(p.relative_to(ROOT)) for p in cuda_dir.iterdir() if p.suffix in (".cu", ".cpp"))
     use_cuda = torch.version.cuda is not None and CUDA_HOME is not None and bool(cuda_sources)
     capability = cpu_capability()
     cxx = [

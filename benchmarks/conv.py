@@ -45,8 +45,8 @@ REFERENCE_MAX_FLOPS = 2e9
 
 def _rungs(groups: int, channels: int) -> list[str]:
     """Every general rung, and the depthwise one for a depthwise layer (where the GEMM rungs show why not)."""
-    rungs = [a for a in K.ALGORITHMS if a not in ("auto", "depthwise")]
-    if groups > 1 and groups == channels and "depthwise" in K.ALGORITHMS:
+    rungs = [a for a in K.CPU_ALGORITHMS if a not in ("auto", "depthwise")]
+    if groups > 1 and groups == channels and "depthwise" in K.CPU_ALGORITHMS:
         rungs.append("depthwise")
     return rungs
 

@@ -31,9 +31,9 @@ if not K.AVAILABLE and os.environ.get("MINITORCH_REQUIRE_EXTENSION") != "1":
 
 from .test_norm_act import DERIVATIVE_BOUNDS, REFERENCE_ACT, TORCH_ACT
 
-RUNGS = tuple(a for a in K.ALGORITHMS if a != "auto")
+RUNGS = tuple(a for a in K.CPU_ALGORITHMS if a != "auto")
 GENERAL_RUNGS = tuple(a for a in RUNGS if a != "depthwise")  # the rungs that take every conv
-algorithms = pytest.mark.parametrize("algorithm", K.ALGORITHMS)
+algorithms = pytest.mark.parametrize("algorithm", K.CPU_ALGORITHMS)
 # One property per rung and activation would be slow; the activation is drawn instead, and each
 # rung gets the profile's examples.
 per_rung = settings(max_examples=max(10, settings.default.max_examples))
@@ -146,6 +146,22 @@ def test_an_empty_batch_gives_torchs_shape_and_zero_gradients(algorithm, shape):
     expected = torch.autograd.grad(theirs.sum(), (x, w, b))
     for a, e in zip(grads, expected, strict=True):
         assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("algorithm", GENERAL_RUNGS)
+def test_no_input_channels_leaves_the_activation_of_the_bias(algorithm):
+    # Every sum over taps is empty: y = f(b) at every pixel, and db = Σ f'(b)·dy over the pixels.
+    # (torch returns a tensor of 0 output channels here instead; we keep the definition's answer.)
+    x = torch.randn(2, 0, 5, 5, requires_grad=True)
+    w = torch.randn(8, 0, 1, 3, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    y = K.conv2d(x, w, b, padding=(1, 1), activation="relu", algorithm=algorithm)
+    assert y.shape == (2, 8, 7, 5)
+    torch.testing.assert_close(y, torch.relu(b).view(1, 8, 1, 1).expand(2, 8, 7, 5))
+    dx, dw, db = torch.autograd.grad(y.sum(), (x, w, b))
+    assert dx.shape == x.shape
+    assert dw.shape == w.shape
+    torch.testing.assert_close(db, (b > 0).to(b.dtype) * 2 * 7 * 5)
 
 
 @algorithms
@@ -343,7 +359,7 @@ def test_the_op_itself_checks_its_arguments():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int64])
 def test_unsupported_dtypes_raise_not_implemented_naming_the_supported_ones(dtype):
     x, w = torch.ones(1, 2, 4, 4, dtype=dtype), torch.ones(3, 2, 3, 3, dtype=dtype)
-    with pytest.raises(NotImplementedError, match="float32 and float64"):
+    with pytest.raises(NotImplementedError, match="supports float32, float64 on cpu"):
         K.conv2d(x, w)
 
 

@@ -45,6 +45,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common.cuh"
 #include "norm_act.h"
 
 namespace minitorch_nn {
@@ -53,12 +54,6 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
-// Cap for every grid dim; grid-stride loops cover the rest. Tests build with a small cap
-// (-DMTNN_MAX_GRID=3) so that every grid-stride loop runs several iterations on small inputs.
-#ifndef MTNN_MAX_GRID
-#define MTNN_MAX_GRID 65535
-#endif
-constexpr int64_t kMaxGrid = MTNN_MAX_GRID;
 
 // MEASURE: rows of at most kWarpRowMax values go warp-per-row, longer ones block-per-row. 1024 is
 // where the warp path's registers (32 values a lane, 64 in the backward) still fit without spills
@@ -93,28 +88,8 @@ constexpr int vec_width() {
   return 16 / static_cast<int>(sizeof(T));  // values per 128-bit access
 }
 
-__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // ---------------------------------------------------------------------------------------------
-// Conversions and vector access.
-
-template <typename T>
-struct Cvt {
-  __device__ __forceinline__ static T to(T v) { return v; }
-  __device__ __forceinline__ static T from(T v) { return v; }
-};
-template <>
-struct Cvt<__half> {
-  __device__ __forceinline__ static float to(__half v) { return __half2float(v); }
-  __device__ __forceinline__ static __half from(float v) { return __float2half_rn(v); }
-};
-template <>
-struct Cvt<__nv_bfloat16> {
-  __device__ __forceinline__ static float to(__nv_bfloat16 v) { return __bfloat162float(v); }
-  __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
-};
+// Vector access (the conversions, Cvt, are common.cuh's).
 
 // V consecutive values moved as one access: 128 bits when V = vec_width<T>(), scalar when V = 1.
 template <typename T, int V>

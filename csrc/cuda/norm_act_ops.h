@@ -1,16 +1,11 @@
 // The torch-facing CUDA ops of the fused normalization + activation family, written once for every
 // place the kernels run: a GPU (norm_act_ops.cpp) and the CUDA emulator on the CPU
-// (csrc/emu/norm_act_emu_ops.cpp).
+// (csrc/emu/emu_ops.cpp).
 //
 // The op boundary (checks, layouts, outputs, empty inputs) is shared with the CPU ops:
 // csrc/norm_act_checks.h plans each call. What is left here is CUDA's own: the dtype dispatch, the
 // workspaces, and raw pointers handed to a launcher whose returned error is checked. What differs
-// between a GPU and the emulator is a policy `Dev` with four static functions:
-//   Dev::guard(t)    an object that makes t's device current for the call (the device guard)
-//   Dev::stream()    the stream to launch on (torch's current stream)
-//   Dev::check(err)  throws on a launcher's error
-//   Dev::poison(t)   fills a tensor the kernels are about to write (the emulator's NaN / 0xFF,
-//                    so an element a kernel fails to write cannot pass for a result; a no-op on a GPU)
+// between a GPU and the emulator is the device policy `Dev` (see torch_glue.h).
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -25,39 +20,10 @@
 #include "../norm_act_checks.h"
 #include "../ops.h"
 #include "norm_act.h"
+#include "torch_glue.h"
 
 namespace minitorch_nn {
 namespace cuda_ops {
-
-// The CUDA type a launcher takes for an ATen scalar type (same bits).
-template <typename T>
-struct CudaScalar {
-  using type = T;
-};
-template <>
-struct CudaScalar<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct CudaScalar<at::Half> {
-  using type = __half;
-};
-
-template <typename scalar_t>
-const typename CudaScalar<scalar_t>::type* cptr(const at::Tensor& t) {
-  return reinterpret_cast<const typename CudaScalar<scalar_t>::type*>(t.const_data_ptr<scalar_t>());
-}
-template <typename scalar_t>
-typename CudaScalar<scalar_t>::type* mptr(at::Tensor& t) {
-  return reinterpret_cast<typename CudaScalar<scalar_t>::type*>(t.mutable_data_ptr<scalar_t>());
-}
-
-template <typename Dev>
-at::Tensor workspace(size_t bytes, const at::Tensor& like) {
-  at::Tensor ws = at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
-  Dev::poison(ws);
-  return ws;
-}
 
 // A tensor the kernel can write acc_t values into for `dst`: dst itself when it is contiguous
 // acc_t, else a scratch tensor copied into dst afterwards (copy_into).

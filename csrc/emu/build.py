@@ -1,11 +1,12 @@
 """Build and load the CUDA kernels of csrc/cuda/ for the CPU, on the CUDA emulator.
 
 ``load(variant)`` rewrites each .cu with cu2cpp.py, compiles it with the emulator
-(runtime.cpp) and the shared CUDA op glue (csrc/cuda/norm_act_ops.h, through norm_act_emu_ops.cpp)
-into a torch extension with torch.utils.cpp_extension.load, cached under build/cuda_emu/<variant>/
-(git-ignored; rebuilt only when a source changed), and returns ``torch.ops.minitorch_nn_emu``: the
-minitorch_nn fused-norm ops, same schemas, running the CUDA kernels on CPU tensors, with fake
-(meta) kernels and autograd registered as minitorch_nn.kernels registers them for the real ops.
+(runtime.cpp) and the shared CUDA op glue (csrc/cuda/norm_act_ops.h and conv_ops.h, through
+emu_ops.cpp) into a torch extension with torch.utils.cpp_extension.load, cached under
+build/cuda_emu/<variant>/ (git-ignored; rebuilt only when a source changed), and returns
+``torch.ops.minitorch_nn_emu``: the minitorch_nn fused-norm and conv2d ops, same schemas, running
+the CUDA kernels on CPU tensors, with fake (meta) kernels and autograd registered as
+minitorch_nn.kernels registers them for the real ops.
 
 Variants: ``plain``; ``capped`` (every grid capped at 3 blocks per dim, so each grid-stride
 loop runs several iterations on small inputs); ``asan`` (AddressSanitizer + UBSan) and ``tsan``
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "csrc" / "emu"
 CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 BUILD = ROOT / "build" / "cuda_emu"
-KERNEL_SOURCES = ["csrc/cuda/norm_act.cu"]
+KERNEL_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.cu"))
 
 _COMMON = ["-O1", "-g1", "-Wno-subobject-linkage", "-Wno-unknown-pragmas"]
 # The sanitizer builds are -O0: instrumented and optimized, the kernels' templates take 2.5x (ASan +
@@ -45,7 +46,14 @@ _SANITIZER_LIB = {"asan": "libasan.so", "tsan": "libtsan.so"}
 _loaded: dict[str, types.SimpleNamespace] = {}
 _library = None  # the torch.library.Library defining minitorch_nn_emu (kept alive)
 
-OPS = ("layer_norm_act", "layer_norm_act_backward", "batch_norm_act", "batch_norm_act_backward")
+OPS = (
+    "layer_norm_act",
+    "layer_norm_act_backward",
+    "batch_norm_act",
+    "batch_norm_act_backward",
+    "conv2d",
+    "conv2d_backward",
+)
 
 
 def _cu2cpp():
@@ -95,6 +103,7 @@ def _register_python_side():
     with the op namespace they call (their global ``_ops``) pointed at minitorch_nn_emu."""
     import torch
 
+    from minitorch_nn.kernels import conv as C
     from minitorch_nn.kernels import norm_act as K
 
     emu = torch.ops.minitorch_nn_emu
@@ -103,7 +112,8 @@ def _register_python_side():
         return types.FunctionType(fn.__code__, {**fn.__globals__, "_ops": emu}, fn.__name__, fn.__defaults__)
 
     for name in OPS:
-        torch.library.register_fake(f"minitorch_nn_emu::{name}")(getattr(K, f"_{name}_fake"))
+        module = C if name.startswith("conv") else K
+        torch.library.register_fake(f"minitorch_nn_emu::{name}")(getattr(module, f"_{name}_fake"))
     torch.library.register_autograd(
         "minitorch_nn_emu::layer_norm_act",
         rebound(K._layer_norm_act_backward),
@@ -114,6 +124,14 @@ def _register_python_side():
         rebound(K._batch_norm_act_backward),
         setup_context=K._batch_norm_act_setup,
     )
+    torch.library.register_autograd(
+        "minitorch_nn_emu::conv2d", rebound(C._conv2d_backward), setup_context=C._conv2d_setup
+    )
+    torch.library.register_autograd(
+        "minitorch_nn_emu::conv2d_backward",
+        C._conv2d_double_backward,
+        setup_context=C._conv2d_backward_setup,
+    )
 
 
 def build(variant: str = "plain", verbose: bool = False) -> Path:
@@ -123,7 +141,7 @@ def build(variant: str = "plain", verbose: bool = False) -> Path:
     out = BUILD / variant
     out.mkdir(parents=True, exist_ok=True)
     cu2cpp = _cu2cpp()
-    sources = [str(EMU / "runtime.cpp"), str(EMU / "norm_act_emu_ops.cpp")]
+    sources = [str(EMU / "runtime.cpp"), str(EMU / "emu_ops.cpp")]
     for cu in KERNEL_SOURCES:
         generated = out / (Path(cu).stem + ".emu.cpp")
         cu2cpp.main(["cu2cpp", str(ROOT / cu), str(generated)])
@@ -155,7 +173,7 @@ def _load_extension(variant, sources, flags, out, verbose):
             str(main_so),
             f"-Wl,-rpath,{main_so.parent}",
         ],
-        # The emulator's cuda_runtime.h before the toolkit's; csrc/cuda for norm_act.h.
+        # The emulator's cuda_runtime.h before the toolkit's; csrc/cuda for the kernels' headers.
         extra_include_paths=[str(EMU / "include"), str(CUDA_HOME / "include"), str(ROOT / "csrc" / "cuda")],
         build_directory=str(out),
         is_python_module=False,

@@ -20,13 +20,15 @@ says why, and calling an op raises a ``RuntimeError`` that says the same.
 from __future__ import annotations
 
 from ._loader import AVAILABLE, UNAVAILABLE_REASON, require
-from .conv import ALGORITHMS, Conv2dAct, conv2d, use_conv_kernels
+from .conv import ALGORITHMS, CPU_ALGORITHMS, CUDA_ALGORITHMS, Conv2dAct, conv2d, use_conv_kernels
 from .norm_act import ACTIVATIONS, BatchNormAct2d, LayerNormAct, batch_norm_act, layer_norm_act
 
 __all__ = [
     "ACTIVATIONS",
     "ALGORITHMS",
     "AVAILABLE",
+    "CPU_ALGORITHMS",
+    "CUDA_ALGORITHMS",
     "UNAVAILABLE_REASON",
     "BatchNormAct2d",
     "Conv2dAct",

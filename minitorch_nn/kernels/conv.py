@@ -13,6 +13,19 @@ faster than the one before, and all of them selectable here with ``algorithm=``:
 ``auto``       the fastest that applies (the default)
 =============  =====================================================================================
 
+On a GPU (``csrc/cuda/conv_*.cu``, a CUDA build) the ladder is CUDA's own:
+
+=============  =====================================================================================
+``direct``     rung 1: a thread per output (and per input / weight element for the gradients); any
+               strides, every dtype (``conv_direct.cu``); also the depthwise kernel
+``implicit``   rung 2: implicit GEMM, tiles of the GEMM view staged in shared memory, a register
+               tile per thread (``conv_implicit.cu``)
+``mma``        rung 3: tensor cores (``mma.sync``) for float16 / bfloat16, channels_last, a
+               ``cp.async`` pipeline (``conv_mma.cu``); the forward only, its gradients are rung 2's;
+               needs C and O multiples of 8 and groups 1 (else ValueError; ``auto`` takes rung 2)
+``auto``       rung 3 where it runs, rung 1 for depthwise, rung 2 otherwise
+=============  =====================================================================================
+
 With ``activation`` other than ``'none'`` the kernel computes ``f(conv2d(x, W) + b)`` while the
 output tile is still in registers or cache, instead of writing the convolution and reading it
 back for the activation. Its backward recomputes the pre-activation (one more forward) to form
@@ -20,8 +33,9 @@ back for the activation. Its backward recomputes the pre-activation (one more fo
 the inputs. The math of the forward and the backward is derived in
 :mod:`minitorch_nn.functional.conv`.
 
-dtypes: float32 and float64. Layouts: NCHW, channels_last or any strides; the output is
-channels_last when the input or the weight is (torch's rule), NCHW otherwise.
+dtypes: float32 and float64 on the CPU; float16 and bfloat16 as well on CUDA. Layouts: NCHW,
+channels_last or any strides; the output is channels_last when the input or the weight is
+(torch's rule), NCHW otherwise.
 """
 
 from __future__ import annotations
@@ -36,9 +50,11 @@ from ..nn.conv import Conv2d
 from ._loader import AVAILABLE, require
 from .norm_act import _check_activation
 
-__all__ = ["ALGORITHMS", "Conv2dAct", "conv2d", "use_conv_kernels"]
+__all__ = ["ALGORITHMS", "CPU_ALGORITHMS", "CUDA_ALGORITHMS", "Conv2dAct", "conv2d", "use_conv_kernels"]
 
-ALGORITHMS = ("auto", "direct", "im2col", "gemm", "implicit", "depthwise")
+CPU_ALGORITHMS = ("auto", "direct", "im2col", "gemm", "implicit", "depthwise")
+CUDA_ALGORITHMS = ("auto", "direct", "implicit", "mma", "depthwise")
+ALGORITHMS = (*CPU_ALGORITHMS, "mma")  # every name; each device's op says which of them it has
 
 
 def _check_algorithm(algorithm: str) -> None:

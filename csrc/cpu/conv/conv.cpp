@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 
+#include "../../conv_plan.h"
 #include "../../norm_act_checks.h"
 #include "../../ops.h"
 #include "conv.h"
@@ -35,55 +36,7 @@ namespace {
 
 enum class Algo { Direct, Im2col, Gemm, Implicit, Depthwise };
 
-// Checks everything torch checks, with torch's messages and exception types, and computes the shapes.
-ConvShape plan_shape(const char* op, const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
-                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  TORCH_CHECK(x.dim() == 4, op, ": expected 4-D input (N, C, H, W), got input of size ", x.sizes());
-  TORCH_CHECK(w.dim() == 4, op, ": weight must be 4-D (out_channels, in_channels/groups, kh, kw), got ", w.dim(),
-              "-D");
-  TORCH_CHECK(stride.size() == 2 && padding.size() == 4 && dilation.size() == 2, op,
-              ": expected 2 strides, 4 paddings (top, bottom, left, right) and 2 dilations");
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK_NOT_IMPLEMENTED(dtype == at::kFloat || dtype == at::kDouble, op,
-                              ": the compiled conv2d supports float32 and float64, got ", dtype);
-  TORCH_CHECK(w.scalar_type() == dtype, "Input type (", dtype, ") and weight type (", w.scalar_type(),
-              ") should be the same");
-  check_same_device(op, "weight", w, x);
-  for (auto v : stride) TORCH_CHECK(v > 0, "non-positive stride is not supported");
-  for (auto v : padding) TORCH_CHECK(v >= 0, "negative padding is not supported");
-  for (auto v : dilation) TORCH_CHECK(v > 0, "non-positive dilation is not supported");
-  TORCH_CHECK(groups > 0, "non-positive groups is not supported");
-  ConvShape s{};
-  s.N = x.size(0), s.C = x.size(1), s.H = x.size(2), s.W = x.size(3);
-  s.O = w.size(0), s.kh = w.size(2), s.kw = w.size(3);
-  TORCH_CHECK(x.numel() > 0 || s.N == 0 || s.C == 0,
-              "Only zero batch or zero channel inputs are supported, but got input shape: ", x.sizes());
-  TORCH_CHECK(s.kh > 0 && s.kw > 0, "kernel size should be greater than zero, but got kernel_height: ", s.kh,
-              " kernel_width: ", s.kw);
-  TORCH_CHECK(s.O >= groups && s.O % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
-              groups, " at dimension 0 (and at least 1), but got weight of size ", w.sizes(), " instead");
-  TORCH_CHECK(s.C == w.size(1) * groups, "Given groups=", groups, ", weight of size ", w.sizes(),
-              ", expected input", x.sizes(), " to have ", w.size(1) * groups, " channels, but got ", s.C,
-              " channels instead");
-  if (present(bias)) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == s.O && bias->scalar_type() == dtype, "Given weight of size ",
-                w.sizes(), ", expected bias to be 1-dimensional with ", s.O, " elements of type ", dtype,
-                ", but got bias of size ", bias->sizes(), " and type ", bias->scalar_type(), " instead");
-    check_same_device(op, "bias", *bias, x);
-  }
-  s.stride_h = stride[0], s.stride_w = stride[1];
-  s.pad_top = padding[0], s.pad_left = padding[2];
-  s.dil_h = dilation[0], s.dil_w = dilation[1];
-  s.groups = groups;
-  const int64_t padded_h = s.H + padding[0] + padding[1], padded_w = s.W + padding[2] + padding[3];
-  const int64_t span_h = s.dil_h * (s.kh - 1) + 1, span_w = s.dil_w * (s.kw - 1) + 1;
-  TORCH_CHECK(span_h <= padded_h && span_w <= padded_w, "Calculated padded input size per channel: (", padded_h,
-              " x ", padded_w, "). Kernel size: (", span_h, " x ", span_w,
-              "). Kernel size can't be greater than actual input size");
-  s.OH = (padded_h - span_h) / s.stride_h + 1;
-  s.OW = (padded_w - span_w) / s.stride_w + 1;
-  return s;
-}
+constexpr std::array<at::ScalarType, 2> kDtypes = {at::kFloat, at::kDouble};
 
 bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.groups == s.C; }
 
@@ -107,12 +60,6 @@ Algo parse_algorithm(c10::string_view name, const ConvShape& s) {
   if (is_depthwise(s)) return Algo::Depthwise;
   const bool strided = s.stride_h > 1 || s.stride_w > 1;
   return !strided && s.kh * s.kw > 1 ? Algo::Implicit : Algo::Gemm;
-}
-
-at::MemoryFormat output_format(const at::Tensor& x, const at::Tensor& w) {
-  const bool cl = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
-                  w.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 template <typename T>
@@ -164,11 +111,11 @@ void run_forward(Algo algo, const ConvShape& s, const at::Tensor& x, const at::T
 at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                       c10::string_view activation, c10::string_view algorithm) {
-  const ConvShape s = plan_shape("conv2d", input, weight, bias, stride, padding, dilation, groups);
+  const ConvShape s = plan_conv("conv2d", input, weight, bias, stride, padding, dilation, groups, kDtypes);
   const Act act = parse_activation(std::string(activation));
   const Algo algo = parse_algorithm(algorithm, s);
   // A plain allocation, as torch's convolution makes: the benchmark compares kernels, not allocators.
-  at::Tensor out = at::empty({s.N, s.O, s.OH, s.OW}, input.options().memory_format(output_format(input, weight)));
+  at::Tensor out = at::empty({s.N, s.O, s.OH, s.OW}, input.options().memory_format(conv_output_format(input, weight)));
   run_forward(algo, s, input, weight, bias, act, out);
   return out;
 }
@@ -178,23 +125,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
     int64_t groups, c10::string_view activation, c10::string_view algorithm, std::array<bool, 3> output_mask) {
   constexpr const char* op = "conv2d_backward";
-  const ConvShape s = plan_shape(op, input, weight, bias, stride, padding, dilation, groups);
+  const ConvShape s = plan_conv(op, input, weight, bias, stride, padding, dilation, groups, kDtypes);
   const Act act = parse_activation(std::string(activation));
   Algo algo = parse_algorithm(algorithm, s);
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == s.N && grad_out.size(1) == s.O && grad_out.size(2) == s.OH &&
-                  grad_out.size(3) == s.OW,
-              op, ": grad_out of shape ", grad_out.sizes(), " does not match the output shape [", s.N, ", ", s.O, ", ",
-              s.OH, ", ", s.OW, "]");
-  TORCH_CHECK(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out has dtype ", grad_out.scalar_type(),
-              " but input has dtype ", input.scalar_type());
-  check_same_device(op, "grad_out", grad_out, input);
-  const auto format = output_format(input, weight);
+  check_conv_grad_out(op, grad_out, input, s);
+  const auto format = conv_output_format(input, weight);
   const bool need_dx = output_mask[0], need_dw = output_mask[1], need_db = output_mask[2] && present(bias);
   const auto opts = input.options();
   at::Tensor dx = need_dx ? at::empty(input.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
   at::Tensor dw = need_dw ? at::empty(weight.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
   at::Tensor db = need_db ? at::empty({s.O}, opts) : at::empty({0}, opts);
-  if (s.N == 0 || s.K() == 0) {  // nothing flows: every sum is empty
+  if (s.N == 0) {  // nothing flows: every sum is empty
     if (need_dx) dx.zero_();
     if (need_dw) dw.zero_();
     if (need_db) db.zero_();
@@ -226,7 +167,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
         }
       });
     }
-    if (!need_dx && !need_dw) return;
+    // No input channels (K = 0): dx and dw have no elements; db = Σ dz (above) still has its terms.
+    if ((!need_dx && !need_dw) || s.K() == 0) return;
     if (algo == Algo::Direct) {
       View4<scalar_t> dxv = need_dx ? view<scalar_t>(dx) : View4<scalar_t>{};
       View4<scalar_t> dwv = need_dw ? view<scalar_t>(dw) : View4<scalar_t>{};

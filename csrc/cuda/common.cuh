@@ -1,0 +1,44 @@
+// What every CUDA kernel file of the project shares: the grid cap, ceil_div and the conversions
+// between a storage type and the type it is computed in (float for __half and __nv_bfloat16).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace minitorch_nn {
+namespace cuda {
+
+// Cap for every grid dim; grid-stride loops cover the rest. Tests build with a small cap
+// (-DMTNN_MAX_GRID=3) so that every grid-stride loop runs several iterations on small inputs.
+#ifndef MTNN_MAX_GRID
+#define MTNN_MAX_GRID 65535
+#endif
+constexpr int64_t kMaxGrid = MTNN_MAX_GRID;
+
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Cvt<T>::to(v) widens a stored value to the type sums are computed in; Cvt<T>::from rounds back
+// (round to nearest even).
+template <typename T>
+struct Cvt {
+  __device__ __forceinline__ static T to(T v) { return v; }
+  __device__ __forceinline__ static T from(T v) { return v; }
+};
+template <>
+struct Cvt<__half> {
+  __device__ __forceinline__ static float to(__half v) { return __half2float(v); }
+  __device__ __forceinline__ static __half from(float v) { return __float2half_rn(v); }
+};
+template <>
+struct Cvt<__nv_bfloat16> {
+  __device__ __forceinline__ static float to(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
+};
+
+}  // namespace cuda
+}  // namespace minitorch_nn
