@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The CUDA kernels, run on the CPU by the CUDA emulator (csrc/emu/), under the tests of
-# tests/test_norm_act_cuda.py: the same properties, oracles and tolerances as on a GPU, with outputs
-# and workspaces poisoned (NaN / 0xFF) before each call. Builds are cached under build/cuda_emu/.
+# tests/test_norm_act_cuda.py and tests/test_conv_cuda.py: the same properties, oracles and
+# tolerances as on a GPU, with outputs and workspaces poisoned (NaN / 0xFF) before each call.
+# Builds are cached under build/cuda_emu/.
 #
 #   bash .ci/cuda_emu.sh          # CI's profile, sized for a 2-core machine (each step timed)
 #   bash .ci/cuda_emu.sh full     # every test in every build, the largest shapes included (slow)
 #
 # Steps:
 #   1. plain build; the suite (float32, float64, bfloat16), fibers in the default order
-#   2. fibers resuming in a random order: the LayerNorm and BatchNorm properties and bitwise repeatability
+#   2. fibers resuming in a random order: the LayerNorm and BatchNorm properties and bitwise repeatability;
+#      then three blocks in flight (MTNN_EMU_BLOCKS=3), fibers in a random order across blocks:
+#      the float32 norm properties, the conv ladder's odd shapes and bitwise repeatability
 #   3. every grid capped at 3 blocks per dimension (-DMTNN_MAX_GRID=3): each grid-stride loop
 #      iterates on small inputs
 #   4. AddressSanitizer + UBSan build (out-of-bounds in global and shared memory, undefined behaviour)
@@ -42,6 +45,13 @@ tests() {
   env $("$PY" csrc/emu/build.py --env "$variant") MINITORCH_CUDA_TEST_DEVICE=emu MINITORCH_CUDA_EMU_VARIANT="$variant" \
     ${full:+MINITORCH_CUDA_EMU_FULL=1} "$PY" -m pytest -q -p no:cacheprovider tests/test_norm_act_cuda.py "$@"
 }
+# conv_tests VARIANT [pytest args...]: tests/test_conv_cuda.py (the conv ladder) on that build.
+conv_tests() {
+  local variant=$1
+  shift
+  env $("$PY" csrc/emu/build.py --env "$variant") MINITORCH_CUDA_TEST_DEVICE=emu MINITORCH_CUDA_EMU_VARIANT="$variant" \
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_conv_cuda.py "$@"
+}
 build() { "$PY" csrc/emu/build.py "$1" >/dev/null; }
 
 full=""
@@ -53,9 +63,19 @@ quick_order=(-k "(every_row_length and float32) or (every_layout and float32) or
 quick_capped=(-k "(every_row_length and not bfloat16) or (every_layout and float32) or empty or misaligned")
 quick_asan=(-k "(every_row_length and ([3-torch or [257-torch or [2041-torch)) or every_layout")
 quick_tsan=(-k "(every_row_length and 2041-torch.float32) or (every_layout and float32-train)")
+quick_blocks=(-k "(every_row_length and float32) or (every_layout and float32)")
+# The conv ladder: every test on the plain build; bitwise repeatability and the odd shapes with
+# the fibers in a random order and several blocks in flight; the grid-stride loops and the split
+# weight gradient with capped grids; under the sanitizers, the odd shapes (every rung, every
+# tile edge) with the smallest blocks for ThreadSanitizer's one OS thread per CUDA thread.
+conv_order=(-k "repeatable or odd_shapes")
+conv_capped=(-k "odd_shapes or long_weight or every_rung")
+conv_asan=(-k "odd_shapes or tensor_core or long_weight")
+conv_tsan=(-k "odd_shapes and (implicit or direct) and (9-9-5 or 13-6-5)")
 if [ "$profile" = full ]; then
   full=1
-  quick_plain=() quick_order=() quick_capped=() quick_asan=() quick_tsan=()
+  quick_plain=() quick_order=() quick_capped=() quick_asan=() quick_tsan=() quick_blocks=()
+  conv_order=() conv_capped=() conv_asan=() conv_tsan=()
 fi
 
 step "1a. build: plain"
@@ -88,24 +108,31 @@ wait_for() {  # wait_for VARIANT: until its background build is done
 
 step "1b. tests: plain build, fibers"
 timed "tests plain ${quick_plain[*]}" tests plain "${quick_plain[@]}"
+timed "conv tests plain" conv_tests plain
 
 step "2. tests: fibers in a random order"
 export MTNN_EMU_ORDER=random MTNN_EMU_SEED=${MTNN_EMU_SEED:-$RANDOM}
 echo "MTNN_EMU_SEED=$MTNN_EMU_SEED (to repeat this order)"
 timed "tests plain, random order ${quick_order[*]}" tests plain "${quick_order[@]}"
-unset MTNN_EMU_ORDER MTNN_EMU_SEED
+export MTNN_EMU_BLOCKS=3
+timed "tests plain, random order, 3 blocks in flight ${quick_blocks[*]}" tests plain "${quick_blocks[@]}"
+timed "conv tests plain, random order, 3 blocks in flight ${conv_order[*]}" conv_tests plain "${conv_order[@]}"
+unset MTNN_EMU_ORDER MTNN_EMU_SEED MTNN_EMU_BLOCKS
 
 step "3. tests: grids capped at 3 blocks a dimension"
 wait_for capped
 timed "tests capped ${quick_capped[*]}" tests capped "${quick_capped[@]}"
+timed "conv tests capped ${conv_capped[*]}" conv_tests capped "${conv_capped[@]}"
 
 step "4. tests: AddressSanitizer + UBSan"
 wait_for asan
 timed "tests asan ${quick_asan[*]}" tests asan "${quick_asan[@]}"
+timed "conv tests asan ${conv_asan[*]}" conv_tests asan "${conv_asan[@]}"
 
 step "5. tests: ThreadSanitizer, one OS thread per CUDA thread"
 wait_for tsan
 timed "tests tsan ${quick_tsan[*]}" tests tsan "${quick_tsan[@]}"
+timed "conv tests tsan ${conv_tsan[*]}" conv_tests tsan "${conv_tsan[@]}"
 wait "$background"
 
 step "CUDA emulator runs passed"

@@ -6,6 +6,12 @@ the forward); the backward computes dx and dW, twice that, so fwd+bwd is 3x the 
 `% peak` is against the FMA peak measured in the same run (csrc/cpu/peak.cpp), on the same
 threads. Every implementation allocates its outputs the same way (a plain allocation).
 
+On a GPU (a CUDA build of torch and of the extension) the family is the CUDA ladder beside cuDNN
+instead (`gpu_cases`): the same layers at batch 32 and 128, float32 NCHW with TF32 off on both
+sides (`torch.backends.cudnn.allow_tf32 = False`: our rung 2 computes in full float32) for rungs
+1-2, and bfloat16 channels_last for rungs 2-3; cuDNN with `cudnn.benchmark = True` picks its
+fastest algorithm per shape; the fused conv+ReLU against cuDNN's conv then a ReLU.
+
 Rows: `torch` (oneDNN), each rung of ours (`direct` rung 1, `im2col` rung 2, `gemm` rung 3,
 `implicit` rung 4, `depthwise` for the depthwise layer), and the Python `reference` (im2col in
 Python, which materializes the im2col matrix, (C/g)·kh·kw times the input's size, before its one
@@ -51,7 +57,107 @@ def _rungs(groups: int, channels: int) -> list[str]:
     return rungs
 
 
+# The CUDA ladder's rows: (dtype, memory format, rungs). Rung 1 only where it takes under a second.
+GPU_VARIANTS = (
+    (torch.float32, torch.contiguous_format, ("direct", "implicit")),
+    (torch.bfloat16, torch.channels_last, ("implicit", "mma")),
+)
+GPU_DIRECT_MAX_FLOPS = 50e9
+
+
+def gpu_cases(device: torch.device, quick: bool) -> list[Case]:
+    """The CUDA conv ladder beside cuDNN (issue 16's layers), forward and forward+backward."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False  # stated in the module docstring and the report's case names
+    out = []
+    layers = QUICK_LAYERS if quick else [layer for layer in LAYERS if layer[-1] == 1]
+    for n in (2,) if quick else (32, 128):
+        for dtype, fmt, rungs in GPU_VARIANTS:
+            tag = "NCHW, TF32 off" if fmt == torch.contiguous_format else "NHWC"
+            for name, c, h, w, o, k, s, p, g in layers:
+                inputs = seeded_inputs(
+                    lambda n=n, c=c, h=h, w=w, dtype=dtype, fmt=fmt: torch.randn(
+                        n, c, h, w, device=device, dtype=dtype
+                    ).contiguous(memory_format=fmt),
+                    lambda o=o, c=c, k=k, g=g, dtype=dtype, fmt=fmt: (
+                        torch.randn(o, c // g, k, k, device=device, dtype=dtype) / (c // g * k * k) ** 0.5
+                    ).contiguous(memory_format=fmt),
+                    lambda o=o, dtype=dtype: torch.randn(o, device=device, dtype=dtype),
+                )
+                conf = {"stride": s, "padding": p, "groups": g}
+                oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+                flops = 2 * n * o * oh * ow * (c // g) * k * k
+                for mode in MODES:
+                    impls = {
+                        "torch": autograd_setup(
+                            lambda x, w, b, conf=conf: TF.conv2d(x, w, b, **conf), inputs, mode, (0, 1, 2)
+                        )
+                    }
+                    for rung in rungs:
+                        # Rung 1's weight gradient is a thread per weight, each summing N·H'·W' terms: only
+                        # small layers get its backward timed.
+                        direct_limit = GPU_DIRECT_MAX_FLOPS if mode == "fwd" else GPU_DIRECT_MAX_FLOPS / 25
+                        if rung == "direct" and flops > direct_limit:
+                            continue
+                        if rung == "mma" and (c % 8 or o % 8):
+                            continue
+                        impls[rung] = autograd_setup(
+                            lambda x, w, b, conf=conf, rung=rung: K.conv2d(x, w, b, **conf, algorithm=rung),
+                            inputs,
+                            mode,
+                            (0, 1, 2),
+                        )
+                    out.append(
+                        Case(
+                            "conv",
+                            f"conv2d {name} ({tag})",
+                            f"{n}x{c}x{h}x{w} -> {o}",
+                            dtype,
+                            mode,
+                            impls,
+                            flops=(1 if mode == "fwd" else 3) * flops,
+                        )
+                    )
+            # The fused epilogue in bfloat16 NHWC: conv + bias + ReLU in the output stage against
+            # cuDNN's conv followed by torch's ReLU.
+            if dtype == torch.bfloat16:
+                for name, c, h, w, o, k, s, p, _g in QUICK_LAYERS[:1] if quick else [LAYERS[1], LAYERS[2]]:
+                    inputs = seeded_inputs(
+                        lambda n=n, c=c, h=h, w=w, dtype=dtype: torch.randn(
+                            n, c, h, w, device=device, dtype=dtype
+                        ).contiguous(memory_format=torch.channels_last),
+                        lambda o=o, c=c, k=k, dtype=dtype: (
+                            torch.randn(o, c, k, k, device=device, dtype=dtype) / (c * k * k) ** 0.5
+                        ).contiguous(memory_format=torch.channels_last),
+                        lambda o=o, dtype=dtype: torch.randn(o, device=device, dtype=dtype),
+                    )
+                    conf = {"stride": s, "padding": p}
+                    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+                    impls = {
+                        "torch": autograd_setup(
+                            lambda x, w, b, conf=conf: torch.relu(TF.conv2d(x, w, b, **conf)), inputs, "fwd"
+                        ),
+                        "ours, fused relu": autograd_setup(
+                            lambda x, w, b, conf=conf: K.conv2d(x, w, b, **conf, activation="relu"), inputs, "fwd"
+                        ),
+                    }
+                    out.append(
+                        Case(
+                            "conv",
+                            f"conv2d+relu {name} ({tag})",
+                            f"{n}x{c}x{h}x{w} -> {o}",
+                            dtype,
+                            "fwd",
+                            impls,
+                            flops=2 * n * o * oh * ow * c * k * k,
+                        )
+                    )
+    return out
+
+
 def cases(device: torch.device, quick: bool) -> list[Case]:
+    if device.type == "cuda" and K.AVAILABLE:
+        return gpu_cases(device, quick)
     dtype = torch.float32
     out = []
     batches = ((2, MODES),) if quick else ((8, MODES), (1, ("fwd",)))

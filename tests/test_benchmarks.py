@@ -113,3 +113,32 @@ def test_torch_baselines_are_also_timed_with_transparent_huge_pages_in_a_child(t
         for r in same_case:
             if r["impl"] != "torch" and r["median_us"]:
                 assert r["speedup_vs_baseline"] == best / r["median_us"]
+
+
+def test_the_gpu_conv_family_sets_every_cuda_rung_beside_cudnn_like_for_like():
+    # Built (not run) on any machine: the cases are setups, nothing touches a device until timed.
+    from benchmarks import conv
+
+    flags = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
+    try:
+        cases = conv.cases(torch.device("cuda"), quick=False)
+        assert torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.allow_tf32  # float32 rows: full float32 on both sides
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags
+    assert {c.shape.split("x")[0] for c in cases} == {"32", "128"}
+    for c in cases:
+        assert c.baseline == "torch"
+        assert "torch" in c.impls
+        ours = set(c.impls) - {"torch"}
+        if c.op.startswith("conv2d+relu"):
+            assert ours == {"ours, fused relu"}
+        elif c.dtype == torch.float32:
+            assert "TF32 off" in c.op
+            assert ours <= {"direct", "implicit"}
+            assert "implicit" in ours
+        else:
+            assert c.dtype == torch.bfloat16
+            assert "NHWC" in c.op
+            assert "implicit" in ours
+    assert any("mma" in c.impls for c in cases)
