@@ -261,3 +261,14 @@ def test_a_missing_barrier_reads_the_shared_memory_poison_with_fibers(selftest):
     # before thread t + 1 has written it, and finds the 0xFF the block's shared memory starts as.
     r = selftest("missing_barrier")
     assert r.returncode == 2, r.stdout + r.stderr
+
+
+@needs_toolchain
+def test_the_learners_conv_demo_runs_rungs_1_and_2_and_checks_them_against_the_definition():
+    # csrc/emu/run_example.sh conv: what the README tells a learner to run on a laptop (no GPU, no torch).
+    args = ["bash", str(EMU / "run_example.sh"), "conv", "2", "5", "9", "8", "70", "3", "2", "1"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("rung")]
+    assert len(lines) == 6
+    assert all(line.endswith(" ok") for line in lines), done.stdout
