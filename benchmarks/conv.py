@@ -65,6 +65,64 @@ GPU_VARIANTS = (
 GPU_DIRECT_MAX_FLOPS = 50e9
 
 
+def epilogue_cases(device, dtype, fmt, layers, n: int, tag: str) -> list[Case]:
+    """The fused epilogue, forward: conv + bias + ReLU in the kernel's output stage against torch's
+    conv then a ReLU; and, for inference, a BatchNorm folded into the conv (K.fold_batch_norm: the
+    BatchNorm becomes the bias) against torch's conv, eval-mode BatchNorm and ReLU."""
+    out = []
+    for name, c, h, w, o, k, s, p, _g in layers:
+        inputs = seeded_inputs(
+            lambda n=n, c=c, h=h, w=w: torch.randn(n, c, h, w, device=device, dtype=dtype).contiguous(
+                memory_format=fmt
+            ),
+            lambda o=o, c=c, k=k: (torch.randn(o, c, k, k, device=device, dtype=dtype) / (c * k * k) ** 0.5).contiguous(
+                memory_format=fmt
+            ),
+            lambda o=o: torch.randn(o, device=device, dtype=dtype),
+        )
+        conf = {"stride": s, "padding": p}
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        flops = 2 * n * o * oh * ow * c * k * k
+        impls = {
+            "torch": autograd_setup(lambda x, w, b, conf=conf: torch.relu(TF.conv2d(x, w, b, **conf)), inputs, "fwd"),
+            "ours, conv then relu": autograd_setup(
+                lambda x, w, b, conf=conf: torch.relu(K.conv2d(x, w, b, **conf)), inputs, "fwd"
+            ),
+            "ours, fused relu": autograd_setup(
+                lambda x, w, b, conf=conf: K.conv2d(x, w, b, **conf, activation="relu"), inputs, "fwd"
+            ),
+        }
+        shape = f"{n}x{c}x{h}x{w} -> {o}"
+        out.append(Case("conv", f"conv2d+relu {name}{tag}", shape, dtype, "fwd", impls, flops=flops))
+
+        # Inference: conv -> BatchNorm (running statistics) -> ReLU. The same weights for both sides;
+        # ours runs the folded conv (what fold_batch_norm builds), its time excluding the one-off fold.
+        def bn_inputs(inputs=inputs, o=o):
+            x, w, b = inputs()
+            stats = [torch.rand(o, device=device, dtype=dtype) + 0.5 for _ in range(2)]  # var, gamma
+            mean, beta = torch.randn(o, device=device, dtype=dtype), torch.randn(o, device=device, dtype=dtype)
+            return [x, w, b, mean, stats[0], stats[1], beta]
+
+        def torch_bn(x, w, b, mean, var, gamma, beta, conf=conf):
+            return torch.relu(TF.batch_norm(TF.conv2d(x, w, b, **conf), mean, var, gamma, beta, False, 0.0, 1e-5))
+
+        def folded(inputs_bn=bn_inputs):
+            x, w, b, mean, var, gamma, beta = inputs_bn()
+            scale = gamma.double() / (var.double() + 1e-5).sqrt()
+            w_f = (w.double() * scale.view(-1, 1, 1, 1)).to(dtype).contiguous(memory_format=fmt)
+            b_f = ((b.double() - mean.double()) * scale + beta.double()).to(dtype)
+            return [x, w_f, b_f]
+
+        bn_impls = {
+            "torch": autograd_setup(torch_bn, bn_inputs, "fwd"),
+            "ours, folded bn + fused relu": autograd_setup(
+                lambda x, w, b, conf=conf: K.conv2d(x, w, b, **conf, activation="relu"), folded, "fwd"
+            ),
+        }
+        out.append(Case("conv", f"conv2d+bn+relu (inference) {name}{tag}", shape, dtype, "fwd", bn_impls, flops=flops))
+    return out
+
+
 def gpu_cases(device: torch.device, quick: bool) -> list[Case]:
     """The CUDA conv ladder beside cuDNN (issue 16's layers), forward and forward+backward."""
     torch.backends.cudnn.benchmark = True
@@ -118,40 +176,9 @@ def gpu_cases(device: torch.device, quick: bool) -> list[Case]:
                             flops=(1 if mode == "fwd" else 3) * flops,
                         )
                     )
-            # The fused epilogue in bfloat16 NHWC: conv + bias + ReLU in the output stage against
-            # cuDNN's conv followed by torch's ReLU.
             if dtype == torch.bfloat16:
-                for name, c, h, w, o, k, s, p, _g in QUICK_LAYERS[:1] if quick else [LAYERS[1], LAYERS[2]]:
-                    inputs = seeded_inputs(
-                        lambda n=n, c=c, h=h, w=w, dtype=dtype: torch.randn(
-                            n, c, h, w, device=device, dtype=dtype
-                        ).contiguous(memory_format=torch.channels_last),
-                        lambda o=o, c=c, k=k, dtype=dtype: (
-                            torch.randn(o, c, k, k, device=device, dtype=dtype) / (c * k * k) ** 0.5
-                        ).contiguous(memory_format=torch.channels_last),
-                        lambda o=o, dtype=dtype: torch.randn(o, device=device, dtype=dtype),
-                    )
-                    conf = {"stride": s, "padding": p}
-                    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-                    impls = {
-                        "torch": autograd_setup(
-                            lambda x, w, b, conf=conf: torch.relu(TF.conv2d(x, w, b, **conf)), inputs, "fwd"
-                        ),
-                        "ours, fused relu": autograd_setup(
-                            lambda x, w, b, conf=conf: K.conv2d(x, w, b, **conf, activation="relu"), inputs, "fwd"
-                        ),
-                    }
-                    out.append(
-                        Case(
-                            "conv",
-                            f"conv2d+relu {name} ({tag})",
-                            f"{n}x{c}x{h}x{w} -> {o}",
-                            dtype,
-                            "fwd",
-                            impls,
-                            flops=2 * n * o * oh * ow * c * k * k,
-                        )
-                    )
+                layers_epi = QUICK_LAYERS[:1] if quick else [LAYERS[1], LAYERS[2]]
+                out += epilogue_cases(device, dtype, torch.channels_last, layers_epi, n, f" ({tag})")
     return out
 
 
@@ -206,36 +233,6 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
                 )
     # The fused epilogue: f(conv + b) in the kernel's output stage, against torch's conv then relu.
     if device.type == "cpu" and K.AVAILABLE:
-        epilogue_layers = QUICK_LAYERS[:1] if quick else [LAYERS[1], LAYERS[2], LAYERS[6]]
-        n = 2 if quick else 8
-        for name, c, h, w, o, k, s, p, _g in epilogue_layers:
-            inputs = seeded_inputs(
-                lambda n=n, c=c, h=h, w=w: torch.randn(n, c, h, w, device=device, dtype=dtype),
-                lambda o=o, c=c, k=k: torch.randn(o, c, k, k, device=device, dtype=dtype) / (c * k * k) ** 0.5,
-                lambda o=o: torch.randn(o, device=device, dtype=dtype),
-            )
-            conf = {"stride": s, "padding": p}
-            oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-            impls = {
-                "torch": autograd_setup(
-                    lambda x, w, b, conf=conf: torch.relu(TF.conv2d(x, w, b, **conf)), inputs, "fwd"
-                )
-            }
-            impls["ours, conv then relu"] = autograd_setup(
-                lambda x, w, b, conf=conf: torch.relu(K.conv2d(x, w, b, **conf)), inputs, "fwd"
-            )
-            impls["ours, fused relu"] = autograd_setup(
-                lambda x, w, b, conf=conf: K.conv2d(x, w, b, **conf, activation="relu"), inputs, "fwd"
-            )
-            out.append(
-                Case(
-                    "conv",
-                    f"conv2d+relu {name}",
-                    f"{n}x{c}x{h}x{w} -> {o}",
-                    dtype,
-                    "fwd",
-                    impls,
-                    flops=2 * n * o * oh * ow * c * k * k,
-                )
-            )
+        layers_epi = QUICK_LAYERS[:1] if quick else [LAYERS[1], LAYERS[2], LAYERS[6]]
+        out += epilogue_cases(device, dtype, torch.contiguous_format, layers_epi, 2 if quick else 8, "")
     return out

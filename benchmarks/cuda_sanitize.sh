@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the CUDA tests of the fused normalization + activation kernels under compute-sanitizer:
+# Runs the CUDA tests (tests/test_norm_act_cuda.py, the fused normalization + activation kernels;
+# tests/test_conv_cuda.py, the conv2d ladder) under compute-sanitizer:
 # out-of-bounds and misaligned accesses (memcheck), shared-memory races (racecheck), barrier misuse
 # (synccheck). Needs a GPU and the extension built with CUDA (pip install --no-build-isolation -e .
 # with a CUDA torch). Exits non-zero on the first tool that reports an error. Without a GPU,
@@ -40,5 +41,9 @@ for tool in "${TOOLS[@]}"; do
   start=$SECONDS
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 1 --target-processes all \
     "$PY" -m pytest -q -x -p no:cacheprovider tests/test_norm_act_cuda.py -k "$SELECT"
+  # The conv ladder: every test but the Hypothesis properties (their many small launches are slow
+  # under the sanitizer; the odd shapes cover every rung's tile edges).
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 1 --target-processes all \
+    "$PY" -m pytest -q -x -p no:cacheprovider tests/test_conv_cuda.py -k "not every_rung and not tensor_core_rung_runs"
   echo "$tool: clean ($((SECONDS - start))s)"
 done

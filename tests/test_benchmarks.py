@@ -132,7 +132,9 @@ def test_the_gpu_conv_family_sets_every_cuda_rung_beside_cudnn_like_for_like():
         assert "torch" in c.impls
         ours = set(c.impls) - {"torch"}
         if c.op.startswith("conv2d+relu"):
-            assert ours == {"ours, fused relu"}
+            assert ours == {"ours, conv then relu", "ours, fused relu"}
+        elif c.op.startswith("conv2d+bn+relu"):
+            assert ours == {"ours, folded bn + fused relu"}
         elif c.dtype == torch.float32:
             assert "TF32 off" in c.op
             assert ours <= {"direct", "implicit"}

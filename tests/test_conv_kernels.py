@@ -432,3 +432,38 @@ def test_the_digits_model_trains_on_the_kernels_to_torchs_curve_and_accuracy():
     assert res.agree, f"max |dL|/tol = {res.worst_ratio}"
     assert res.ours.test_accuracy == pytest.approx(res.theirs.test_accuracy, abs=1 / 360)  # at most one digit
     assert res.ours.test_accuracy[-1] > 0.8
+
+
+@pytest.mark.parametrize("bn_type", [torch.nn.BatchNorm2d, nn.BatchNorm2d])
+@pytest.mark.parametrize(("conv_bias", "affine", "activation"), [(True, True, "relu"), (False, False, "silu")])
+def test_batch_norm_folds_into_the_conv_for_inference(bn_type, conv_bias, affine, activation):
+    # act(bn(conv(x))) with eval-mode statistics, as one conv whose bias carries the BatchNorm. The
+    # fold rounds W' = s·W and b' once each (u per term), inside reduction_tol's 2·u·Σ|terms|.
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, stride=2, bias=conv_bias, dtype=torch.float64)
+    bn = bn_type(6, affine=affine, dtype=torch.float64)
+    with torch.no_grad():  # running statistics and an affine part that are not the identity
+        for _ in range(3):
+            bn.train()(conv(torch.randn(5, 4, 9, 9, dtype=torch.float64) * 3 + 1))
+        if affine:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+    bn.eval()
+    fused = K.fold_batch_norm(conv, bn, activation=activation)
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    with torch.no_grad():
+        expected = TORCH_ACT[activation](bn(conv(x)))
+        got = fused(x)
+    conf = {"stride": 2, "padding": 1, "dilation": 1, "groups": 1}
+    tol = conv_act_tolerances(x, fused.weight, fused.bias, conf, activation)["output"]
+    torch.testing.assert_close(got, expected, rtol=tol.rtol, atol=tol.atol)
+
+
+def test_fold_batch_norm_refuses_what_it_cannot_fold():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match="running statistics"):
+        K.fold_batch_norm(conv, torch.nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(ValueError, match="channels"):
+        K.fold_batch_norm(conv, torch.nn.BatchNorm2d(5))
+    with pytest.raises(ValueError, match="zero-padded"):
+        K.fold_batch_norm(torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), torch.nn.BatchNorm2d(4))

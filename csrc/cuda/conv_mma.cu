@@ -304,9 +304,13 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 constexpr bool kMmaType = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
+// Channel stride 1, every other stride a whole number of chunks. A dimension of size 1 is never
+// stepped along, so its stride does not matter (torch gives e.g. a (1, 8, 1, 1) channels_last
+// tensor the strides (8, 1, 1, 1)).
 template <typename P>
-bool chunk_strides(const P& t) {  // channel stride 1, every other stride a whole number of chunks
-  return t.s1 == 1 && t.s0 % kChunk == 0 && t.s2 % kChunk == 0 && t.s3 % kChunk == 0 && aligned16(t.data);
+bool chunk_strides(const P& t, int64_t d0, int64_t d2, int64_t d3) {
+  auto whole = [](int64_t stride, int64_t size) { return size == 1 || stride % kChunk == 0; };
+  return t.s1 == 1 && whole(t.s0, d0) && whole(t.s2, d2) && whole(t.s3, d3) && aligned16(t.data);
 }
 
 }  // namespace
@@ -322,8 +326,8 @@ bool conv2d_mma_supported(const ConvShape& s, Strided4<const T> x, Strided4<cons
     const bool coords_fit = s.K() <= kInt - kBK && s.H <= kInt && s.W <= kInt && s.pad_top <= kInt &&
                             s.pad_left <= kInt && s.in_row(s.OH - 1, s.kh - 1) <= kInt &&
                             s.in_col(s.OW - 1, s.kw - 1) <= kInt && s.dil_h <= kInt && s.dil_w <= kInt;
-    return s.groups == 1 && s.C % kChunk == 0 && s.O % kChunk == 0 && coords_fit && chunk_strides(x) &&
-           chunk_strides(w) && chunk_strides(y);
+    return s.groups == 1 && s.C % kChunk == 0 && s.O % kChunk == 0 && coords_fit && chunk_strides(x, s.N, s.H, s.W) &&
+           chunk_strides(w, s.O, s.kh, s.kw) && chunk_strides(y, s.N, s.OH, s.OW);
   }
 }
 

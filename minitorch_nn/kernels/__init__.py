@@ -20,7 +20,7 @@ says why, and calling an op raises a ``RuntimeError`` that says the same.
 from __future__ import annotations
 
 from ._loader import AVAILABLE, UNAVAILABLE_REASON, require
-from .conv import ALGORITHMS, CPU_ALGORITHMS, CUDA_ALGORITHMS, Conv2dAct, conv2d, use_conv_kernels
+from .conv import ALGORITHMS, CPU_ALGORITHMS, CUDA_ALGORITHMS, Conv2dAct, conv2d, fold_batch_norm, use_conv_kernels
 from .norm_act import ACTIVATIONS, BatchNormAct2d, LayerNormAct, batch_norm_act, layer_norm_act
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "LayerNormAct",
     "batch_norm_act",
     "conv2d",
+    "fold_batch_norm",
     "layer_norm_act",
     "require",
     "use_conv_kernels",

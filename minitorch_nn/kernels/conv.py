@@ -50,7 +50,15 @@ from ..nn.conv import Conv2d
 from ._loader import AVAILABLE, require
 from .norm_act import _check_activation
 
-__all__ = ["ALGORITHMS", "CPU_ALGORITHMS", "CUDA_ALGORITHMS", "Conv2dAct", "conv2d", "use_conv_kernels"]
+__all__ = [
+    "ALGORITHMS",
+    "CPU_ALGORITHMS",
+    "CUDA_ALGORITHMS",
+    "Conv2dAct",
+    "conv2d",
+    "fold_batch_norm",
+    "use_conv_kernels",
+]
 
 CPU_ALGORITHMS = ("auto", "direct", "im2col", "gemm", "implicit", "depthwise")
 CUDA_ALGORITHMS = ("auto", "direct", "implicit", "mma", "depthwise")
@@ -273,3 +281,68 @@ def use_conv_kernels(model: torch.nn.Module, algorithm: str = "auto") -> torch.n
         else:
             use_conv_kernels(child, algorithm)
     return model
+
+
+@torch.no_grad()
+def fold_batch_norm(
+    conv: torch.nn.Conv2d, bn: torch.nn.Module, activation: str = "none", algorithm: str = "auto"
+) -> Conv2dAct:
+    r"""One :class:`Conv2dAct` computing ``activation(bn(conv(x)))`` for inference, BatchNorm folded in.
+
+    In eval mode BatchNorm is an affine map per output channel o, with its running statistics:
+
+    .. math::
+
+        \mathrm{bn}(z)_o = (z_o - \mu_o)\,s_o + \beta_o, \qquad s_o = \frac{\gamma_o}{\sqrt{\sigma^2_o + \epsilon}}
+
+    and ``z_o = Σ W[o]·x + b_o`` is linear in the weights, so the two fold into one convolution:
+    ``W'[o] = s_o·W[o]`` and ``b'_o = (b_o − μ_o)·s_o + β_o`` (``b_o = 0`` without a conv bias). The
+    kernel then applies BatchNorm with the bias add of its epilogue, while the output tile is in
+    registers, at no cost; the activation follows in the same epilogue. The folded parameters are
+    computed in float64 and rounded once to the conv's dtype.
+
+    ``conv`` is a :class:`torch.nn.Conv2d` (or ours) with zero padding; ``bn`` a BatchNorm2d (torch's
+    or ours) with running statistics. For training, keep them apart: BatchNorm's batch statistics
+    change with every batch.
+
+    Example::
+
+        >>> import torch
+        >>> from minitorch_nn.kernels import fold_batch_norm
+        >>> conv, bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8).eval()
+        >>> fused = fold_batch_norm(conv, bn, activation="relu")
+        >>> x = torch.randn(2, 3, 8, 8)
+        >>> torch.allclose(fused(x), torch.relu(bn(conv(x))), atol=1e-5)
+        True
+    """
+    if getattr(bn, "running_mean", None) is None or getattr(bn, "running_var", None) is None:
+        raise ValueError("fold_batch_norm needs a BatchNorm with running statistics (track_running_stats=True)")
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"fold_batch_norm needs a zero-padded conv, got padding_mode={conv.padding_mode!r}")
+    o = conv.out_channels
+    if bn.running_mean.shape != (o,):
+        raise ValueError(f"the BatchNorm has {bn.running_mean.numel()} channels; the conv has {o} outputs")
+    scale = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros(o, dtype=torch.float64, device=scale.device)
+    bias = (bias - bn.running_mean.double()) * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias.double()
+    fused = Conv2dAct(
+        conv.in_channels,
+        o,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=True,
+        activation=activation,
+        algorithm=algorithm,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    fused.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+    fused.bias.copy_(bias)
+    return fused
