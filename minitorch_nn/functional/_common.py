@@ -50,3 +50,17 @@ def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if len(value) != 2:
         raise RuntimeError(f"{name} must be a single int or a pair of ints, but got {name}={list(value)}")
     return value
+
+
+def check_tensors(op: str, **arguments: object) -> None:
+    """TypeError, as torch's argument parser raises, for an argument that is not a Tensor.
+
+    ``None`` is accepted (the optional parameters); pass only the arguments that must be
+    tensors when given. Without this a list or a float would fail later with an AttributeError
+    that names neither the argument nor the problem.
+    """
+    for position, (name, value) in enumerate(arguments.items(), start=1):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(
+                f"{op}(): argument '{name}' (position {position}) must be Tensor, not {type(value).__name__}"
+            )

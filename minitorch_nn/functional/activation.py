@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from . import _math
-from ._common import check_floating, maybe_inplace, opmath
+from ._common import check_floating, check_tensors, maybe_inplace, opmath
 
 __all__ = ["gelu", "leaky_relu", "mish", "relu", "sigmoid", "silu", "softplus", "tanh"]
 
@@ -34,8 +34,16 @@ __all__ = ["gelu", "leaky_relu", "mish", "relu", "sigmoid", "silu", "softplus", 
 _KAPPA = 0.044715
 
 
-def _promote_to_float(input: Tensor) -> Tensor:
-    """Integer inputs to sigmoid/tanh are promoted to the default float dtype, as torch does."""
+def _promote_to_float(input: Tensor, op: str) -> Tensor:
+    """Integer inputs to sigmoid/tanh are promoted to the default float dtype, as torch does.
+
+    Complex input is refused (NotImplementedError), where torch computes the complex function:
+    a deliberate difference. The stable real formulas here would silently drop the imaginary
+    part, and the complex ones (with their poles at iπ/2 + kπi for tanh) are not what these
+    references teach. Pinned by ``test_sigmoid_and_tanh_refuse_complex_input``.
+    """
+    if input.is_complex():
+        raise NotImplementedError(f"{op}: complex input is not supported by the reference (torch accepts it)")
     return input if input.is_floating_point() else input.to(torch.get_default_dtype())
 
 
@@ -268,6 +276,9 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
         >>> relu(torch.tensor([-1.0, 0.0, 2.0]))
         tensor([0., 0., 2.])
     """
+    check_tensors("relu", input=input)
+    if input.dtype == torch.bool:
+        raise RuntimeError("Boolean inputs not supported for relu")
     return maybe_inplace(ReLUFunction.apply, input, inplace)
 
 
@@ -288,6 +299,7 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
         >>> leaky_relu(torch.tensor([-2.0, 3.0]), 0.1)
         tensor([-0.2000,  3.0000])
     """
+    check_tensors("leaky_relu", input=input)
     check_floating(input, "leaky_relu")
     return maybe_inplace(LeakyReLUFunction.apply, input, inplace, negative_slope)
 
@@ -310,6 +322,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         >>> gelu(torch.tensor([-1.0, 0.0, 1.0]))
         tensor([-0.1587,  0.0000,  0.8413])
     """
+    check_tensors("gelu", input=input)
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
     check_floating(input, "gelu")
@@ -327,6 +340,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
         >>> silu(torch.tensor([-1.0, 0.0, 1.0]))
         tensor([-0.2689,  0.0000,  0.7311])
     """
+    check_tensors("silu", input=input)
     check_floating(input, "silu")
     return maybe_inplace(SiLUFunction.apply, input, inplace)
 
@@ -342,6 +356,7 @@ def mish(input: Tensor, inplace: bool = False) -> Tensor:
         >>> mish(torch.tensor([-1.0, 0.0, 1.0]))
         tensor([-0.3034,  0.0000,  0.8651])
     """
+    check_tensors("mish", input=input)
     check_floating(input, "mish")
     return maybe_inplace(MishFunction.apply, input, inplace)
 
@@ -359,7 +374,8 @@ def sigmoid(input: Tensor) -> Tensor:
         >>> sigmoid(torch.tensor([-1e4, 0.0, 1e4]))
         tensor([0.0000, 0.5000, 1.0000])
     """
-    return SigmoidFunction.apply(_promote_to_float(input))
+    check_tensors("sigmoid", input=input)
+    return SigmoidFunction.apply(_promote_to_float(input, "sigmoid"))
 
 
 def tanh(input: Tensor) -> Tensor:
@@ -373,7 +389,8 @@ def tanh(input: Tensor) -> Tensor:
         >>> tanh(torch.tensor([-1e4, 0.0, 1e4]))
         tensor([-1.,  0.,  1.])
     """
-    return TanhFunction.apply(_promote_to_float(input))
+    check_tensors("tanh", input=input)
+    return TanhFunction.apply(_promote_to_float(input, "tanh"))
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -394,5 +411,6 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
         >>> softplus(torch.tensor([-1.0, 0.0, 1.0]))
         tensor([0.3133, 0.6931, 1.3133])
     """
+    check_tensors("softplus", input=input)
     check_floating(input, "softplus")
     return SoftplusFunction.apply(input, beta, threshold)

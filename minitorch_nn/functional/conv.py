@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import opmath, pair
+from ._common import check_tensors, opmath, pair
 
 __all__ = ["conv2d"]
 
@@ -253,6 +253,9 @@ def _check_conv_args(x: Tensor, weight: Tensor, bias, stride: Pair, padding: Pad
             f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with {o} elements "
             f"of type {x.dtype}, but got bias of size {list(bias.shape)} and type {bias.dtype} instead"
         )
+    if 0 in weight.shape[2:]:
+        # torch (oneDNN) refuses an empty kernel; an empty sum would silently give bias-only output.
+        raise RuntimeError(f"conv2d: kernel size must be positive, got weight of size {list(weight.shape)}")
     padded = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
     span = tuple(d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:], strict=True))
     if any(s > p for s, p in zip(span, padded, strict=True)):
@@ -316,6 +319,7 @@ def conv2d(
         tensor([[[[10., 18.],
                   [42., 50.]]]])
     """
+    check_tensors("conv2d", input=input, weight=weight, bias=bias)
     x, stride_, padding_, dilation_ = batched_conv_args(input, weight, stride, padding, dilation)
     _check_conv_args(x, weight, bias, stride_, padding_, dilation_, groups)
     y = Conv2dFunction.apply(x, weight, bias, stride_, padding_, dilation_, groups)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import maybe_inplace
+from ._common import check_tensors, maybe_inplace
 
 __all__ = ["dropout"]
 
@@ -73,6 +73,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         >>> dropout(torch.ones(8), p=0.5)
         tensor([0., 0., 2., 0., 0., 0., 2., 2.])
     """
+    check_tensors("dropout", input=input)
     if p < 0.0 or p > 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0 or input.numel() == 0:

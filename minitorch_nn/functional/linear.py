@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import opmath
+from ._common import check_tensors, opmath
 
 __all__ = ["linear"]
 
@@ -118,6 +118,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         tensor([[1.5000, 2.5000, 3.5000, 4.5000],
                 [1.5000, 2.5000, 3.5000, 4.5000]])
     """
+    check_tensors("linear", input=input, weight=weight, bias=bias)
     _check_args(input, weight, bias)
     if weight.dim() == 1:
         # One output feature: the 2-D op with O = 1, that dimension dropped again.

@@ -93,7 +93,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from . import _math
-from ._common import check_floating, opmath
+from ._common import check_floating, check_tensors, opmath
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "softmax"]
 
@@ -234,14 +234,16 @@ def _softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
 
 
 def _prepare(name: str, input: Tensor, dim: int | None, stacklevel: int, dtype: torch.dtype | None) -> tuple:
+    check_tensors(name, input=input)
     if dim is None:
         dim = _softmax_dim(name, input.dim(), stacklevel)
-    if dtype is not None:
-        input = input.to(dtype)
-    check_floating(input, name)
     rank = max(input.dim(), 1)
     if not -rank <= dim < rank:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})")
+    if dtype is not None:
+        input = input.to(dtype)
+    if input.numel() != 0:  # torch returns an empty input before looking at its dtype
+        check_floating(input, name)
     return input, dim % rank
 
 
@@ -309,6 +311,9 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
 def _reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
     if size_average is not None or reduce is not None:
         return legacy_reduction(size_average, reduce)
+    if reduction == "elementwise_mean":  # torch's old name for 'mean', still accepted
+        warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.", stacklevel=3)
+        return "mean"
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
     return reduction
@@ -408,6 +413,7 @@ def cross_entropy(
         >>> cross_entropy(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0]))
         tensor(0.1698)
     """
+    check_tensors("cross_entropy", input=input, target=target, weight=weight)
     reduction = _reduction(size_average, reduce, reduction)
     check_floating(input, "log_softmax")
     class_dim = 0 if input.dim() == 1 else 1
@@ -513,6 +519,7 @@ def binary_cross_entropy_with_logits(
         >>> binary_cross_entropy_with_logits(torch.tensor([1e4, -1e4]), torch.tensor([1.0, 0.0]))
         tensor(0.)
     """
+    check_tensors("binary_cross_entropy_with_logits", input=input, target=target, weight=weight, pos_weight=pos_weight)
     reduction = _reduction(size_average, reduce, reduction)
     if target.shape != input.shape:
         raise ValueError(f"Target size ({target.shape}) must be the same as input size ({input.shape})")

@@ -44,7 +44,18 @@ than one value (M > 1): with one, x̂ = 0 and the unbiased variance divides by z
 
 Numerics: the variance is computed in two passes (mean first, then the mean of squared
 deviations), which avoids the cancellation of E[x²] − E[x]²; half-precision inputs are computed
-in float32. The backward recomputes x̂ and rstd from x with differentiable ops instead of reusing
+in float32. Both passes work on x − K, with K one of the group's own values (its first), and
+μ = K + mean(x − K): mathematically the same x − μ, but a constant group gives x − K = 0 exactly,
+so μ = K exactly and x̂ = 0 exactly, where summing x directly leaves μ an ulp or so off, which
+rstd ≈ 1/√ε then amplifies (12345.6 repeated 1000 times in float32 gave x̂ = 0.295 everywhere).
+For a near-constant group (values within a factor 2 of K) each x − K is exact (Sterbenz), so
+the mean's rounding error scales with the spread of the group, not with |μ|; and any group
+with a large mean relative to its spread gains the same way. One of the group's own values is
+the cheapest shift that is always in range (no extra pass, unlike a first-pass mean); K is a
+constant of the computation (detached), since x − μ does not depend on it. torch's kernels
+(Welford) give these constant groups 0 too; the compiled kernels of this project do not yet.
+
+The backward recomputes x̂ and rstd from x with differentiable ops instead of reusing
 the forward's values, so autograd can differentiate it again (double backward).
 """
 
@@ -57,17 +68,28 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import opmath
+from ._common import check_floating, check_tensors, opmath
 
 __all__ = ["batch_norm", "group_norm", "layer_norm"]
 
 
 def standardize(x: Tensor, dims: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """x̂, μ, σ² (biased) over ``dims``, with the statistics kept as size-1 dims for broadcasting."""
-    mean = x.mean(dims, keepdim=True)
-    centered = x - mean
+    """x̂, μ, σ² (biased) over ``dims``, with the statistics kept as size-1 dims for broadcasting.
+
+    Shifted by K, the group's first value (see "Numerics" in the module docstring): a constant
+    group normalizes to exactly 0.
+    """
+    shift = x.detach()
+    if x.numel():
+        for d in dims:
+            shift = shift.narrow(d, 0, 1)  # (…, 1, …): the first value of each group
+    else:
+        shift = shift.new_zeros(())
+    shifted = x - shift
+    offset = shifted.mean(dims, keepdim=True)
+    centered = shifted - offset
     var = (centered * centered).mean(dims, keepdim=True)
-    return centered * torch.rsqrt(var + eps), mean, var
+    return centered * torch.rsqrt(var + eps), shift + offset, var
 
 
 def standardize_backward(g: Tensor, x_hat: Tensor, rstd: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -259,16 +281,30 @@ def batch_norm(
         tensor([[-1.0000, -1.0000],
                 [ 1.0000,  1.0000]])
     """
+    check_tensors(
+        "batch_norm", input=input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias
+    )
+    # torch's order: the Python-level checks (values per channel, eps), then the op's own.
+    if training:
+        if input.dim() == 0:
+            raise IndexError("batch_norm: a 0-D input has no batch dimension (expected (N, C, *))")
+        if input.shape[0] * math.prod(input.shape[2:]) == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+    if training and not eps > 0.0 and not math.isnan(eps):
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     if input.dim() < 2:
         raise RuntimeError(f"batch_norm: expected an input of shape (N, C, *), got {input.dim()}-D input")
     channels = input.shape[1]
-    if training:
-        if input.numel() // channels == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
-    elif running_mean is None or running_var is None:
+    if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+    check_floating(input, "batch_norm")
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         _check_vector(name, t, channels, input)
+    if training and (running_mean is None) != (running_var is None):
+        # Checked before anything is computed, so running_mean is left as it was.
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
     if input.numel() == 0:
         # No values, no statistics: return the empty result without touching the running ones.
         training = False
@@ -306,6 +342,7 @@ def layer_norm(
         >>> layer_norm(torch.tensor([[1.0, 2.0, 3.0]]), 3)
         tensor([[-1.2247,  0.0000,  1.2247]])
     """
+    check_tensors("layer_norm", input=input, weight=weight, bias=bias)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     k = len(shape)
     if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k :]) != shape:
@@ -321,6 +358,7 @@ def layer_norm(
             )
         if t is not None and t.dtype != input.dtype and input.dtype not in (torch.float16, torch.bfloat16):
             raise RuntimeError(f"layer_norm: {name} has dtype {t.dtype} but input has {input.dtype}")
+    check_floating(input, "layer_norm")
     return LayerNormFunction.apply(input, shape, weight, bias, eps)
 
 
@@ -351,22 +389,28 @@ def group_norm(
         >>> group_norm(torch.tensor([[1.0, 3.0, 10.0, 30.0]]), 2)
         tensor([[-1.0000,  1.0000, -1.0000,  1.0000]])
     """
+    check_tensors("group_norm", input=input, weight=weight, bias=bias)
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     channels = input.shape[1]
-    if num_groups <= 0 or channels % num_groups != 0:
+    if num_groups == 0:  # torch's Python check divides by it first; same class, clearer message
+        raise ZeroDivisionError(f"group_norm: num_groups must be positive, got 0 (input of shape {list(input.shape)})")
+    # torch's own guard, kept for parity: it multiplies the batch into the count, so it refuses
+    # only a single sample whose groups hold one value each (x̂ would be all zeros).
+    if input.shape[0] * channels // num_groups * math.prod(input.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
+    if num_groups < 0:
+        raise RuntimeError(f"Expected num groups to be greater than 0, got {num_groups}")
+    if channels % num_groups != 0:
         raise RuntimeError(
             "Expected number of channels in input to be divisible by num_groups, but got input of shape "
             f"{list(input.shape)} and num_groups={num_groups}"
         )
-    # torch's own guard, kept for parity: it multiplies the batch into the count, so it refuses
-    # only a single sample whose groups hold one value each (x̂ would be all zeros).
-    if input.shape[0] * (channels // num_groups) * math.prod(input.shape[2:]) == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and (t.dim() != 1 or t.numel() != channels):
             raise RuntimeError(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, but got "
                 f"{name} of shape {list(t.shape)} and input of shape {list(input.shape)}"
             )
+    check_floating(input, "group_norm")
     return GroupNormFunction.apply(input, num_groups, weight, bias, eps)

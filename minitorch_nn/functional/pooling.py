@@ -23,10 +23,16 @@ only its real pixels (``False``). Backward: every element of the window gets dy 
 
 Adaptive average pooling picks the windows from the output size instead: output row i averages
 input rows ⌊i·H/H'⌋ to ⌈(i + 1)·H/H'⌉ − 1 (windows may overlap or differ in size). A window is
-a product of a row range and a column range, so the pooling is separable, two small matmuls:
+a product of a row range and a column range, so the pooling is separable: average each column
+over the row windows, then each resulting row over the column windows,
 
     y = A_h · x · A_wᵀ,   A_h (H', H) with A_h[i, r] = 1/|rows_i| on the window's rows,
     dx = A_hᵀ · dy · A_w                                   (the adjoint, the same matrices)
+
+but each product is formed as a sum over the window's gathered rows (``window_mean``), not as a
+matmul: a matmul multiplies every input row by A's zeros too, and 0 · NaN = NaN, so one NaN or
+Inf would spread over whole output rows and columns. torch confines it to the windows that
+contain it, and so does a sum over each window's own elements.
 
 ``output_size = 1`` is global average pooling: the head of a CNN that accepts any input size.
 """
@@ -40,7 +46,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ._common import check_floating, opmath, pair
+from ._common import check_floating, check_tensors, opmath, pair
 from .conv import col2im, crop2d, im2col
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "max_pool2d"]
@@ -174,31 +180,63 @@ class AvgPool2dFunction(Function):
         return dx, None, None, None, None, None, None
 
 
-def adaptive_pool_matrix(size: int, out: int, dtype: torch.dtype, device) -> Tensor:
-    """(out, size) averaging matrix: row i is 1/|window_i| on input rows ⌊i·size/out⌋ .. ⌈(i+1)·size/out⌉ − 1."""
-    i = torch.arange(out)
+def adaptive_windows(size: int, out: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """(index, inside, count): window i covers rows ⌊i·size/out⌋ .. ⌈(i+1)·size/out⌉ − 1.
+
+    ``index`` (out, L) lists each window's rows, padded to the longest window L with its last
+    row; ``inside`` (out, L) marks the real ones; ``count`` (out,) is each window's size.
+    """
+    i = torch.arange(out, device=device)
     start = (i * size) // out
     end = -((-(i + 1) * size) // out)  # ceil
-    r = torch.arange(size)
-    inside = (r[None, :] >= start[:, None]) & (r[None, :] < end[:, None])
-    return (inside.double() / (end - start).double()[:, None]).to(dtype=dtype, device=device)
+    longest = int((end - start).max()) if out else 0
+    offsets = torch.arange(longest, device=device)
+    inside = offsets[None, :] < (end - start)[:, None]
+    index = torch.minimum(start[:, None] + offsets[None, :], end[:, None] - 1)
+    return index, inside, end - start
+
+
+def _along(t: Tensor, dim: int, ndim: int) -> list[int]:
+    """The shape that views ``t`` (whose dims are the window dims) at ``dim`` of an ``ndim``-D tensor."""
+    return [1] * dim + list(t.shape) + [1] * (ndim - dim - t.dim())
+
+
+def window_mean(x: Tensor, dim: int, out: int) -> Tensor:
+    """Average ``x`` along ``dim`` over ``out`` adaptive windows: A · x along that dim.
+
+    Gathers each window's own elements, (…, out, L, …), and sums them: no element outside a
+    window is ever multiplied by zero, so NaN and Inf stay inside the windows that hold them.
+    """
+    index, inside, count = adaptive_windows(x.shape[dim], out, x.device)
+    gathered = x.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))  # (…, out, L, …)
+    gathered = torch.where(inside.view(_along(inside, dim, gathered.dim())), gathered, torch.zeros_like(gathered))
+    return gathered.sum(dim + 1) / count.to(x.dtype).view(_along(count, dim, x.dim()))
+
+
+def window_mean_adjoint(dy: Tensor, dim: int, size: int) -> Tensor:
+    """Aᵀ · dy along ``dim``: each window's dy / |window| added back to the ``size`` rows it covers."""
+    index, inside, count = adaptive_windows(size, dy.shape[dim], dy.device)
+    share = (dy / count.to(dy.dtype).view(_along(count, dim, dy.dim()))).unsqueeze(dim + 1)  # (…, out, 1, …)
+    share = share.expand(*dy.shape[: dim + 1], index.shape[1], *dy.shape[dim + 1 :])
+    share = torch.where(inside.view(_along(inside, dim, share.dim())), share, torch.zeros_like(share))
+    result = dy.new_zeros((*dy.shape[:dim], size, *dy.shape[dim + 1 :]))
+    return result.index_add(dim, index.flatten(), share.flatten(dim, dim + 1))
 
 
 class AdaptiveAvgPool2dFunction(Function):
-    """y = A_h x A_wᵀ; dx = A_hᵀ dy A_w (see the module docstring)."""
+    """y = A_h x A_wᵀ; dx = A_hᵀ dy A_w, each product a sum over windows (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x, out_hw: Pair):
-        xf = opmath(x)
-        a_h = adaptive_pool_matrix(x.shape[2], out_hw[0], xf.dtype, x.device)  # (H', H)
-        a_w = adaptive_pool_matrix(x.shape[3], out_hw[1], xf.dtype, x.device)  # (W', W)
-        ctx.save_for_backward(a_h, a_w)
-        return a_h.matmul(xf).matmul(a_w.t()).to(x.dtype)  # (H', H) @ (N, C, H, W) @ (W, W') -> (N, C, H', W')
+        ctx.input_hw = tuple(x.shape[2:])
+        rows = window_mean(opmath(x), 2, out_hw[0])  # (N, C, H', W)
+        return window_mean(rows, 3, out_hw[1]).to(x.dtype)  # (N, C, H', W')
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        a_h, a_w = ctx.saved_tensors
-        return a_h.t().matmul(opmath(dy)).matmul(a_w).to(dy.dtype), None  # (H, H') @ (N, C, H', W') @ (W', W)
+        h, w = ctx.input_hw
+        cols = window_mean_adjoint(opmath(dy), 3, w)  # (N, C, H', W)
+        return window_mean_adjoint(cols, 2, h).to(dy.dtype), None  # (N, C, H, W)
 
 
 def _check_pool_args(x: Tensor, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, ceil_mode: bool, name: str):
@@ -265,10 +303,13 @@ def max_pool2d(
         >>> max_pool2d(torch.tensor([[[1.0, 2.0], [4.0, 3.0]]]), 2, return_indices=True)
         (tensor([[[4.]]]), tensor([[[2]]]))
     """
+    check_tensors("max_pool2d", input=input)
     kernel = pair(kernel_size, "kernel_size")
     stride_ = _stride_or_kernel(stride, kernel)
     pad, dilation_ = pair(padding, "padding"), pair(dilation, "dilation")
     _check_pool_args(input, kernel, stride_, pad, dilation_, ceil_mode, "max_pool2d")
+    if input.dtype == torch.bool or input.is_complex():  # no order to take a maximum in
+        raise NotImplementedError(f'"max_pool2d" not implemented for {input.dtype}')
     y, indices = MaxPool2dFunction.apply(_batched(input), kernel, stride_, pad, dilation_, ceil_mode)
     if input.dim() == 3:
         y, indices = y.squeeze(0), indices.squeeze(0)
@@ -301,14 +342,15 @@ def avg_pool2d(
         >>> avg_pool2d(torch.tensor([[[1.0, 2.0], [4.0, 3.0]]]), 2)
         tensor([[[2.5000]]])
     """
-    if input.dtype != torch.int64:  # torch's kernel takes floating types and int64
-        check_floating(input, "avg_pool2d")
+    check_tensors("avg_pool2d", input=input)
     kernel = pair(kernel_size, "kernel_size")
     stride_ = _stride_or_kernel(stride, kernel)
     pad = pair(padding, "padding")
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("divisor must be not zero")
     _check_pool_args(input, kernel, stride_, pad, (1, 1), ceil_mode, "avg_pool2d")
+    if input.dtype != torch.int64:  # torch's kernel takes floating types and int64, after its shape checks
+        check_floating(input, "avg_pool2d")
     args = (kernel, stride_, pad, ceil_mode, count_include_pad, divisor_override)
     y = AvgPool2dFunction.apply(_batched(input), *args)
     return y if input.dim() == 4 else y.squeeze(0)
@@ -329,6 +371,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size: int | Sequence[int | None] |
         >>> adaptive_avg_pool2d(torch.arange(6.0).view(1, 2, 3), 1)   # global average pooling
         tensor([[[2.5000]]])
     """
+    check_tensors("adaptive_avg_pool2d", input=input)
     if input.dim() not in (3, 4):
         raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
     for d in range(input.dim() - 2, input.dim()):
