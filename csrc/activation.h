@@ -6,23 +6,40 @@
 // templates, no torch headers, every function `__host__ __device__` under nvcc.
 //
 // The formulas are written against a value type T and a tiny set of primitives, Math<T>
-// (exp, erf, tanh, log1p, comparisons and a select). Math<float> and Math<double> are below;
-// the CPU kernels add Math<at::vec::Vectorized<float>> (csrc/cpu/vec_math.h), so the same
-// lines compute 16 lanes at a time with AVX-512. A class-template specialization, not an
+// (exp, erfc, comparisons and a select). Math<float> and Math<double> are below; the CPU
+// kernels add Math<at::vec::Vectorized<T>> (csrc/cpu/vec_math.h), so the same lines compute
+// 8 (AVX2) or 16 (AVX-512) float lanes at a time. A class-template specialization, not an
 // overload, because an overload declared after this header would not be found from inside
 // these templates (two-phase lookup); a specialization is.
 //
-//   activation   f(z)                              f'(z)
-//   none         z                                 1
-//   relu         max(z, 0)                         1 if z > 0 else 0
-//   gelu         z·Φ(z) = ½z(1 + erf(z/√2))        Φ(z) + z·φ(z),  φ(z) = exp(−z²/2)/√(2π)
-//   gelu_tanh    ½z(1 + t),  t = tanh(u),          ½(1 + t) + ½z(1 − t²)·u',
-//                u = √(2/π)(z + κz³)               u' = √(2/π)(1 + 3κz²)
-//   silu         z·σ(z)                            σ(z)(1 + z(1 − σ(z)))
-//   mish         z·tanh(softplus(z))               t + z·σ(z)(1 − t²),  t = tanh(softplus(z))
+//   activation   f(z)                               f'(z)
+//   none         z                                  1
+//   relu         max(z, 0)                          1 if z > 0 else 0
+//   gelu         z·Φ(z),  Φ(z) = ½·erfc(−z/√2)      Φ(z) + z·φ(z),  φ(z) = exp(−z²/2)/√(2π)
+//   gelu_tanh    z·σ(v),  v = 2u,                   σ(v)·(1 + 2z·u'·σ(−v)),
+//                u = √(2/π)(z + κz³)                u' = √(2/π)(1 + 3κz²)
+//   silu         z·σ(z)                             σ(z)·(1 + z·σ(−z))
+//   mish         z·tanh(s),  s = softplus(z)        tanh(s) + z·sech²(s)·σ(z)
 //
 // These are the same formulas as minitorch_nn/functional/activation.py, whose docstrings
-// derive them.
+// derive them, and they are stable for the same reasons: each one-minus that would cancel is
+// written as the small quantity itself.
+//   * Φ(z) = ½·erfc(−z/√2), not ½(1 + erf(z/√2)): in the left tail 1 + erf(z/√2) cancels
+//     (float64 keeps about one digit of Φ(−8) ≈ 6e-16 and none of Φ(−9); float32 none of Φ(−5.5)).
+//   * GELU-tanh: ½(1 + tanh(u)) = σ(2u) and ½(1 − tanh²(u)) = 2σ(2u)σ(−2u), because 1 + tanh(u)
+//     cancels once tanh(u) is near −1, and 1 − tanh²(u) once it is near ±1 (|z| ≳ 3).
+//   * SiLU: 1 − σ(z) = σ(−z), which 1 − σ(z) computes only to an absolute eps.
+//   * Mish: sech²(s) = 4σ(2s)σ(−2s) instead of 1 − tanh²(s). Both sigmoids and tanh(s) come from
+//     one exp: with w = e^z, e^s = 1 + w, so for n = w(w + 2) = e^{2s} − 1,
+//       tanh(s) = n/(n + 2),   σ(2s) = (n + 1)/(n + 2),   σ(−2s) = 1/(n + 2),
+//     sums of positive terms throughout.
+// The σ(v), σ(−v) pairs are computed from e = exp(−|v|) ∈ (0, 1], as 1/(1 + e) and e/(1 + e),
+// so exp never sees a positive argument (no overflow) and one exp serves both.
+//
+// Accuracy, measured through the ops against 50-digit arithmetic (tests/test_activation_kernels.py
+// states and derives the bounds): in eps, relative to the sum of the magnitudes of the terms
+// of each formula. The only growth is from rounding the argument of exp / erfc, whose error
+// is multiplied by that argument's size: about z² eps for GELU at z < 0, |2u| eps for GELU-tanh.
 #pragma once
 
 #include <cmath>
@@ -48,9 +65,7 @@ struct Math<float> {
   using Mask = bool;
   MTNN_HD static float splat(double v) { return static_cast<float>(v); }
   MTNN_HD static float exp(float x) { return ::expf(x); }
-  MTNN_HD static float erf(float x) { return ::erff(x); }
-  MTNN_HD static float tanh(float x) { return ::tanhf(x); }
-  MTNN_HD static float log1p(float x) { return ::log1pf(x); }
+  MTNN_HD static float erfc(float x) { return ::erfcf(x); }
   MTNN_HD static Mask lt(float a, float b) { return a < b; }
   MTNN_HD static Mask gt(float a, float b) { return a > b; }
   MTNN_HD static float select(Mask m, float a, float b) { return m ? a : b; }
@@ -61,9 +76,7 @@ struct Math<double> {
   using Mask = bool;
   MTNN_HD static double splat(double v) { return v; }
   MTNN_HD static double exp(double x) { return ::exp(x); }
-  MTNN_HD static double erf(double x) { return ::erf(x); }
-  MTNN_HD static double tanh(double x) { return ::tanh(x); }
-  MTNN_HD static double log1p(double x) { return ::log1p(x); }
+  MTNN_HD static double erfc(double x) { return ::erfc(x); }
   MTNN_HD static Mask lt(double a, double b) { return a < b; }
   MTNN_HD static Mask gt(double a, double b) { return a > b; }
   MTNN_HD static double select(Mask m, double a, double b) { return m ? a : b; }
@@ -74,13 +87,35 @@ constexpr double kSqrtHalf = 0.70710678118654752440;     // 1/√2
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;   // 1/√(2π)
 constexpr double kSqrt2OverPi = 0.79788456080286535588;  // √(2/π)
 constexpr double kKappa = 0.044715;                      // GELU-tanh's cubic coefficient
+// Mish: above this z, tanh(softplus(z)) = 1 − 2e^{−2z}(1 + O(e^{−z})) rounds to 1 in float64
+// (2e^{−60} ≪ 2^−53) and z·sech²(s)·σ(z) ≤ 4z·e^{−2z} is below an eps of f'(z) ≈ 1 for every
+// z > 30, so they are taken as exactly 1 and 0; e^z is clamped there, so n = w(w + 2) ≈ 1e26
+// and never overflows float.
+constexpr double kMishLinear = 30.0;
 
 // σ(z) = 1/(1 + e^(−z)). For z → −∞, e^(−z) overflows to inf and σ to 0, its limit; no NaN.
+// Relative error a few eps for every z: the denominator is a sum of positive terms.
 template <typename T>
 MTNN_HD T sigmoid(T z) {
   using M = Math<T>;
   const T one = M::splat(1.0);
   return one / (one + M::exp(M::splat(0.0) - z));
+}
+
+// The pair (σ(v), σ(−v)) from one exp: e = e^{−|v|} ∈ (0, 1], σ(|v|) = 1/(1 + e), σ(−|v|) = e/(1 + e).
+template <typename T>
+struct SigmoidPair {
+  T pos, neg;  // σ(v), σ(−v)
+};
+template <typename T>
+MTNN_HD SigmoidPair<T> sigmoid_pair(T v) {
+  using M = Math<T>;
+  const T zero = M::splat(0.0), one = M::splat(1.0);
+  const auto negative = M::lt(v, zero);
+  const T e = M::exp(M::select(negative, v, zero - v));  // e^{−|v|}
+  const T big = one / (one + e);                          // σ(|v|)
+  const T small = e * big;                                // σ(−|v|)
+  return {M::select(negative, small, big), M::select(negative, big, small)};
 }
 }  // namespace detail
 
@@ -88,21 +123,26 @@ MTNN_HD T sigmoid(T z) {
 template <Act A, typename T>
 MTNN_HD T act_forward(T z) {
   using M = Math<T>;
-  const T zero = M::splat(0.0), half = M::splat(0.5), one = M::splat(1.0);
+  const T zero = M::splat(0.0), half = M::splat(0.5), two = M::splat(2.0);
   if constexpr (A == Act::None) {
     return z;
   } else if constexpr (A == Act::ReLU) {
     // `z < 0` rather than `z > 0` so that NaN, which compares false, passes through as torch's relu does.
     return M::select(M::lt(z, zero), zero, z);
   } else if constexpr (A == Act::GELU) {
-    return half * z * (one + M::erf(z * M::splat(detail::kSqrtHalf)));
+    return half * z * M::erfc(z * M::splat(-detail::kSqrtHalf));
   } else if constexpr (A == Act::GELUTanh) {
-    const T u = M::splat(detail::kSqrt2OverPi) * (z + M::splat(detail::kKappa) * z * z * z);
-    return half * z * (one + M::tanh(u));
+    // v = 2u; for |z| ≳ 1e13 (float) z³ overflows, v = ±inf and σ(v) its limit 0 or 1.
+    const T v = M::splat(2.0 * detail::kSqrt2OverPi) * (z + M::splat(detail::kKappa) * z * z * z);
+    return z * detail::sigmoid(v);
   } else if constexpr (A == Act::SiLU) {
     return z * detail::sigmoid(z);
-  } else {  // Mish. softplus(z) = log1p(e^z); for z > 88 (float) e^z = inf and tanh(inf) = 1, the limit.
-    return z * M::tanh(M::log1p(M::exp(z)));
+  } else {  // Mish: tanh(softplus(z)) = n/(n + 2), n = w(w + 2), w = e^z (see the header comment).
+    const T lin = M::splat(detail::kMishLinear);
+    const auto linear = M::gt(z, lin);
+    const T w = M::exp(M::select(linear, lin, z));
+    const T n = w * (w + two);
+    return M::select(linear, z, z * (n / (n + two)));
   }
 }
 
@@ -110,27 +150,36 @@ MTNN_HD T act_forward(T z) {
 template <Act A, typename T>
 MTNN_HD T act_derivative(T z) {
   using M = Math<T>;
-  const T zero = M::splat(0.0), half = M::splat(0.5), one = M::splat(1.0);
+  const T zero = M::splat(0.0), one = M::splat(1.0), two = M::splat(2.0);
   if constexpr (A == Act::None) {
     return one;
   } else if constexpr (A == Act::ReLU) {
     return M::select(M::gt(z, zero), one, zero);
   } else if constexpr (A == Act::GELU) {
-    const T cdf = half * (one + M::erf(z * M::splat(detail::kSqrtHalf)));
+    // Φ(z) and z·φ(z) have opposite signs for z < 0, but |Φ(z)| ≈ |z·φ(z)|/z² there: no cancellation.
+    const T cdf = M::splat(0.5) * M::erfc(z * M::splat(-detail::kSqrtHalf));
     const T pdf = M::splat(detail::kInvSqrt2Pi) * M::exp(M::splat(-0.5) * z * z);
     return cdf + z * pdf;
   } else if constexpr (A == Act::GELUTanh) {
     const T z2 = z * z;
-    const T u = M::splat(detail::kSqrt2OverPi) * (z + M::splat(detail::kKappa) * z2 * z);
+    const T v = M::splat(2.0 * detail::kSqrt2OverPi) * (z + M::splat(detail::kKappa) * z2 * z);
     const T du = M::splat(detail::kSqrt2OverPi) * (one + M::splat(3.0 * detail::kKappa) * z2);
-    const T t = M::tanh(u);
-    return half * (one + t) + half * z * (one - t * t) * du;
+    const detail::SigmoidPair<T> s = detail::sigmoid_pair(v);
+    // Grouped so that nothing overflows before z² does (|z| ≈ 1.8e19 in float): z·u' alone grows
+    // like z³, but one of σ(v), σ(−v) is exactly 0 once |z| is large.
+    return s.pos + (two * z * s.pos) * (du * s.neg);
   } else if constexpr (A == Act::SiLU) {
-    const T s = detail::sigmoid(z);
-    return s * (one + z * (one - s));
-  } else {  // Mish
-    const T t = M::tanh(M::log1p(M::exp(z)));
-    return t + z * detail::sigmoid(z) * (one - t * t);
+    const detail::SigmoidPair<T> s = detail::sigmoid_pair(z);
+    return s.pos * (one + z * s.neg);
+  } else {  // Mish: tanh(s) + z·sech²(s)·σ(z), sech²(s) = 4σ(2s)σ(−2s) = 4(n + 1)/(n + 2)².
+    const T lin = M::splat(detail::kMishLinear);
+    const auto linear = M::gt(z, lin);
+    const T w = M::exp(M::select(linear, lin, z));
+    const T n = w * (w + two);
+    const T r = one / (n + two);  // σ(−2s); (n + 1)·r·r, not (n + 1)/(n + 2)², whose square overflows float
+    const T sech2 = M::splat(4.0) * ((n + one) * r) * r;
+    const T sig = w / (one + w);  // σ(z) = e^z/(1 + e^z): w ≤ e^30, no overflow
+    return M::select(linear, one, n * r + z * sech2 * sig);
   }
 }
 
