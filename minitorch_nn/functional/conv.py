@@ -253,6 +253,10 @@ def _check_conv_args(x: Tensor, weight: Tensor, bias, stride: Pair, padding: Pad
             f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with {o} elements "
             f"of type {x.dtype}, but got bias of size {list(bias.shape)} and type {bias.dtype} instead"
         )
+    if x.numel() == 0 and x.shape[0] != 0 and x.shape[1] != 0:
+        raise RuntimeError(
+            f"Only zero batch or zero channel inputs are supported, but got input shape: {list(x.shape)}"
+        )
     if 0 in weight.shape[2:]:
         # torch (oneDNN) refuses an empty kernel; an empty sum would silently give bias-only output.
         raise RuntimeError(f"conv2d: kernel size must be positive, got weight of size {list(weight.shape)}")
