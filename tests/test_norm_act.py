@@ -312,6 +312,19 @@ def test_layer_norm_act_of_a_constant_row_is_the_activation_of_beta(device):
     assert torch.isfinite(db).all()
 
 
+@devices
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n", [7, 1000, 4099])
+def test_a_constant_row_normalizes_to_exactly_zero_at_any_magnitude(device, dtype, n):
+    # Σx/N of N copies of c can be an ulp off c, and rstd ≈ 1/√eps amplified that into x̂ ≈ 0.3
+    # (c = 12345.6, N = 1000 in float32). The kernel sums x − x[0] instead: exactly 0 here.
+    for c in (12345.6, -3.1e5, 1e4 + 0.3, 7.0e-30, 2.5):
+        x = torch.full((3, n), c, device=device, dtype=dtype)
+        y, mean, _rstd = torch.ops.minitorch_nn.layer_norm_act(x, [n], None, None, 1e-5, "none")
+        assert torch.equal(y, torch.zeros_like(y)), f"c={c}: {y.abs().max()}"
+        assert torch.equal(mean, torch.full_like(mean, float(x[0, 0]))), f"c={c}"
+
+
 # --- batch_norm_act -------------------------------------------------------------------------
 
 

@@ -591,6 +591,15 @@ def test_bad_input_raises_as_on_the_cpu():
         assert str(cuda_error.value).splitlines()[0] == str(cpu_error.value).splitlines()[0]
 
 
+@pytest.mark.parametrize("n", [7, 1000, 1500])  # warp per row, and block per row
+def test_a_constant_row_normalizes_to_exactly_zero_at_any_magnitude(n):
+    for c in (12345.6, -3.1e5, 1e4 + 0.3, 7.0e-30):
+        x = torch.full((3, n), c, device=DEV)
+        out, mean, _rstd = ops.layer_norm_act(x, [n], None, None, 1e-5, "none")
+        assert torch.equal(out, torch.zeros_like(out)), f"c={c}: {out.abs().max()}"
+        assert torch.equal(mean.cpu(), torch.full((3,), float(x[0, 0]))), f"c={c}"
+
+
 def test_rstd_is_finite_for_constant_rows():
     x = torch.full((5, 1500), 3.0, device=DEV)
     out, _mean, rstd = ops.layer_norm_act(x, [1500], None, None, 1e-5, "none")

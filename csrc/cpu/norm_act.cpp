@@ -167,8 +167,18 @@ void layer_norm_act_forward_kernel(const scalar_t* X, const at::opmath_type<scal
       const scalar_t* x = X + r * N;
       scalar_t* y = Y + r * N;
       // Two passes over the row for the statistics: the mean, then Σ(x − μ)². The second pass
-      // reads the row from cache, and avoids the cancellation of E[x²] − μ².
-      const double mu = block_sum<scalar_t, acc_t>(x, N, [](auto v) { return v; }) / N;
+      // reads the row from cache, and avoids the cancellation of E[x²] − μ². The mean is summed
+      // as shift + Σ(x − shift)/N with shift = the row's first value: a constant row then gives
+      // μ exactly and x̂ = 0 exactly, where Σx/N can be an ulp off and rstd ≈ 1/√eps amplifies
+      // that (functional/normalization.py's "Numerics" has the whole argument).
+      const acc_t shift = static_cast<acc_t>(x[0]);
+      const V vshift(shift);
+      const double mu = shift + block_sum<scalar_t, acc_t>(x, N, [&](auto v) {
+                                  if constexpr (std::is_same_v<decltype(v), V>)
+                                    return v - vshift;
+                                  else
+                                    return v - shift;
+                                }) / N;
       const acc_t mu_a = static_cast<acc_t>(mu);
       const V vmu(mu_a);
       const double m2 = block_sum<scalar_t, acc_t>(x, N, [&](auto v) {

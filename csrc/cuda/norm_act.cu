@@ -158,6 +158,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   const int64_t workers = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; r < M; r += workers) {
     const T* x = X + r * N;
+    // The mean is summed as shift + Σ(x − shift)/N with shift = the row's first value: a constant
+    // row then gives μ exactly and x̂ = 0 exactly (as functional/normalization.py's "Numerics" explains).
+    const acc_t shift = Cvt<T>::to(x[0]);
     acc_t v[kItems][V];
     acc_t sum = 0;
 #pragma unroll
@@ -166,13 +169,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
       if (j < N) {
         load<V>(x + j, v[i]);
 #pragma unroll
-        for (int k = 0; k < V; ++k) sum += v[i][k];
+        for (int k = 0; k < V; ++k) sum += v[i][k] - shift;
       } else {
 #pragma unroll
         for (int k = 0; k < V; ++k) v[i][k] = 0;
       }
     }
-    const acc_t mu = warp_allreduce_sum(sum) / static_cast<acc_t>(N);
+    const acc_t mu = shift + warp_allreduce_sum(sum) / static_cast<acc_t>(N);
     acc_t m2 = 0;
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
@@ -215,14 +218,15 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   const int64_t nvec = N / V;
   for (int64_t r = blockIdx.x; r < M; r += gridDim.x) {
     const T* x = X + r * N;
+    const acc_t shift = Cvt<T>::to(x[0]);  // as in ln_forward_warp: a constant row gives x̂ = 0 exactly
     acc_t sum = 0;
     for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
       const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(x + i * V);
       if (cache) *reinterpret_cast<Pack<T, V>*>(row_cache + i * V) = pk;
 #pragma unroll
-      for (int k = 0; k < V; ++k) sum += Cvt<T>::to(pk.v[k]);
+      for (int k = 0; k < V; ++k) sum += Cvt<T>::to(pk.v[k]) - shift;
     }
-    const acc_t mu = block_allreduce_sum(sum, scratch) / static_cast<acc_t>(N);
+    const acc_t mu = shift + block_allreduce_sum(sum, scratch) / static_cast<acc_t>(N);
     const T* src = cache ? row_cache : x;
     acc_t m2 = 0;
     for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
