@@ -66,12 +66,13 @@ quick_tsan=(-k "(every_row_length and 2041-torch.float32) or (every_layout and f
 quick_blocks=(-k "(every_row_length and float32) or (every_layout and float32)")
 # The conv ladder: every test on the plain build; bitwise repeatability and the odd shapes with
 # the fibers in a random order and several blocks in flight; the grid-stride loops and the split
-# weight gradient with capped grids; under the sanitizers, the odd shapes (every rung, every
-# tile edge) with the smallest blocks for ThreadSanitizer's one OS thread per CUDA thread.
+# weight gradient with capped grids; under ASan+UBSan, rung 2's odd shapes (every tile edge), the
+# tensor-core rung and the split weight gradient; under ThreadSanitizer (one OS thread per CUDA
+# thread: slow), one odd shape of rung 2, whose tiles go through shared memory between barriers.
 conv_order=(-k "repeatable or odd_shapes")
-conv_capped=(-k "odd_shapes or long_weight or every_rung")
-conv_asan=(-k "odd_shapes or tensor_core or long_weight")
-conv_tsan=(-k "odd_shapes and (implicit or direct) and (9-9-5 or 13-6-5)")
+conv_capped=(-k "odd_shapes or long_weight")
+conv_asan=(-k "(odd_shapes and implicit) or tensor_core or long_weight")
+conv_tsan=(-k "odd_shapes and implicit and 13-6-5")
 if [ "$profile" = full ]; then
   full=1
   quick_plain=() quick_order=() quick_capped=() quick_asan=() quick_tsan=() quick_blocks=()
