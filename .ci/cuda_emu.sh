@@ -16,7 +16,8 @@
 #      iterates on small inputs
 #   4. AddressSanitizer + UBSan build (out-of-bounds in global and shared memory, undefined behaviour)
 #   5. ThreadSanitizer build, one OS thread per CUDA thread (shared-memory races, missing barriers)
-# Builds 3-5 compile in the background, one after the other, while steps 1-2 run.
+# Builds 3-5 compile in the background, one after the other (ASan, TSan, capped: the longest build
+# first), while the tests run; steps run in the order 1, 2, 4, 5, 3, so the tests rarely wait.
 # The emulator's own self-test (planted bugs, each caught in its mode) is tests/test_cuda_emu.py,
 # part of the main test suite.
 #
@@ -86,7 +87,7 @@ timed "build plain" build plain
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 (
-  for v in capped asan tsan; do
+  for v in asan tsan capped; do  # the slowest first: the sanitizer steps run before the capped one
     t0=$SECONDS
     if MAX_JOBS=1 build "$v" >"$logs/$v.log" 2>&1; then echo $((SECONDS - t0)) >"$logs/$v.done"; else touch "$logs/$v.failed"; exit 1; fi
   done
@@ -120,11 +121,6 @@ timed "tests plain, random order, 3 blocks in flight ${quick_blocks[*]}" tests p
 timed "conv tests plain, random order, 3 blocks in flight ${conv_order[*]}" conv_tests plain "${conv_order[@]}"
 unset MTNN_EMU_ORDER MTNN_EMU_SEED MTNN_EMU_BLOCKS
 
-step "3. tests: grids capped at 3 blocks a dimension"
-wait_for capped
-timed "tests capped ${quick_capped[*]}" tests capped "${quick_capped[@]}"
-timed "conv tests capped ${conv_capped[*]}" conv_tests capped "${conv_capped[@]}"
-
 step "4. tests: AddressSanitizer + UBSan"
 wait_for asan
 timed "tests asan ${quick_asan[*]}" tests asan "${quick_asan[@]}"
@@ -134,6 +130,11 @@ step "5. tests: ThreadSanitizer, one OS thread per CUDA thread"
 wait_for tsan
 timed "tests tsan ${quick_tsan[*]}" tests tsan "${quick_tsan[@]}"
 timed "conv tests tsan ${conv_tsan[*]}" conv_tests tsan "${conv_tsan[@]}"
+
+step "3. tests: grids capped at 3 blocks a dimension"
+wait_for capped
+timed "tests capped ${quick_capped[*]}" tests capped "${quick_capped[@]}"
+timed "conv tests capped ${conv_capped[*]}" conv_tests capped "${conv_capped[@]}"
 wait "$background"
 
 step "CUDA emulator runs passed"
