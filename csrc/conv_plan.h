@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -103,6 +104,33 @@ inline void check_conv_grad_out(const char* op, const at::Tensor& grad_out, cons
   TORCH_CHECK(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out has dtype ", grad_out.scalar_type(),
               " but input has dtype ", input.scalar_type());
   check_same_device(op, "grad_out", grad_out, input);
+}
+
+// The backward's outputs, allocated as the op returns them: dx, dW (in the output's memory format)
+// and db, each only when asked for (output_mask; db only with a bias), an empty tensor otherwise.
+// With an empty batch every sum is empty: they come back zero-filled and `done` is set.
+struct ConvGrads {
+  at::Tensor dx, dw, db;
+  bool need_dx, need_dw, need_db, done;
+};
+
+inline ConvGrads plan_conv_grads(const at::Tensor& input, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias, const ConvShape& s,
+                                 std::array<bool, 3> output_mask) {
+  const auto format = conv_output_format(input, weight);
+  const auto opts = input.options();
+  ConvGrads g{};
+  g.need_dx = output_mask[0], g.need_dw = output_mask[1], g.need_db = output_mask[2] && present(bias);
+  g.dx = g.need_dx ? at::empty(input.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
+  g.dw = g.need_dw ? at::empty(weight.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
+  g.db = g.need_db ? at::empty({s.O}, opts) : at::empty({0}, opts);
+  g.done = s.N == 0;
+  if (g.done) {
+    g.dx.zero_();
+    g.dw.zero_();
+    g.db.zero_();
+  }
+  return g;
 }
 
 }  // namespace conv

@@ -36,7 +36,22 @@ struct ConvShape {
   // it is padding (zero).
   MTNN_HD int64_t in_row(int64_t i, int64_t a) const { return i * stride_h - pad_top + a * dil_h; }
   MTNN_HD int64_t in_col(int64_t j, int64_t b) const { return j * stride_w - pad_left + b * dil_w; }
+  // Their inverses, for the input gradient: the output row i whose tap a reads input row h, if there
+  // is one (h + pad_top − a·dil_h a non-negative multiple of stride_h, and i < OH); likewise columns.
+  MTNN_HD bool out_row(int64_t h, int64_t a, int64_t* i) const {
+    return inverse(h + pad_top - a * dil_h, stride_h, OH, i);
+  }
+  MTNN_HD bool out_col(int64_t v, int64_t b, int64_t* j) const {
+    return inverse(v + pad_left - b * dil_w, stride_w, OW, j);
+  }
   double flops() const { return 2.0 * N * O * L() * K(); }  // multiply-adds × 2, forward
+
+ private:
+  MTNN_HD static bool inverse(int64_t t, int64_t stride, int64_t extent, int64_t* i) {
+    if (t < 0 || t % stride != 0) return false;
+    *i = t / stride;
+    return *i < extent;
+  }
 };
 
 }  // namespace conv

@@ -72,16 +72,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The output index that tap a of the kernel reaches from input row h: i with in_row(i, a) = h, if
-// there is one (h + pad − a·dil a non-negative multiple of the stride, below `extent`).
-__device__ __forceinline__ bool reached_from(int64_t h, int64_t a, int64_t pad, int64_t dil, int64_t stride,
-                                             int64_t extent, int64_t& i) {
-  const int64_t t = h + pad - a * dil;
-  if (t < 0 || t % stride != 0) return false;
-  i = t / stride;
-  return i < extent;
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     direct_backward_input(ConvShape s, Strided4<const T> dz, Strided4<const T> w, Strided4<T> dx) {
@@ -94,10 +84,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t o = o0; o < o0 + s.Og(); ++o) {
       for (int64_t a = 0; a < s.kh; ++a) {
         int64_t i;
-        if (!reached_from(h, a, s.pad_top, s.dil_h, s.stride_h, s.OH, i)) continue;
+        if (!s.out_row(h, a, &i)) continue;
         for (int64_t b = 0; b < s.kw; ++b) {
           int64_t j;
-          if (!reached_from(v, b, s.pad_left, s.dil_w, s.stride_w, s.OW, j)) continue;
+          if (!s.out_col(v, b, &j)) continue;
           sum += Cvt<T>::to(dz(n, o, i, j)) * Cvt<T>::to(w(o, cg, a, b));
         }
       }

@@ -59,16 +59,6 @@ constexpr int kLanes = 16;                            // threads along each side
 static_assert(kLanes * kLanes == kThreads && kLanes * kSub == kTileM && kLanes * kSub == kTileN);
 static_assert(kTileM * kTileK == 4 * kThreads && kTileN * kTileK == 4 * kThreads);  // 4 + 4 loads a thread
 
-// The input row that tap a of output row i reads, and its inverse: the output row i that tap a
-// reaches from input row h (h + pad − a·dil must be a non-negative multiple of the stride).
-__device__ __forceinline__ bool reached_from(int64_t h, int64_t a, int64_t pad, int64_t dil, int64_t stride,
-                                             int64_t extent, int64_t& i) {
-  const int64_t t = h + pad - a * dil;
-  if (t < 0 || t % stride != 0) return false;
-  i = t / stride;
-  return i < extent;
-}
-
 // ---- the three problems ----------------------------------------------------------------------
 //
 // Each gives, for one group: rows(), cols(), depth() (M, N and K of its GEMM); row(m) and step(k),
@@ -131,9 +121,7 @@ struct InputGrad {
   __device__ Step step(int64_t k) const { return {k / (s.kh * s.kw), k / s.kw % s.kh, k % s.kw}; }
   __device__ acc_t a(int64_t g, const Row& r, const Step& t) const {
     int64_t i, j;
-    if (!reached_from(r.h, t.a, s.pad_top, s.dil_h, s.stride_h, s.OH, i) ||
-        !reached_from(r.v, t.b, s.pad_left, s.dil_w, s.stride_w, s.OW, j))
-      return 0;
+    if (!s.out_row(r.h, t.a, &i) || !s.out_col(r.v, t.b, &j)) return 0;
     return Cvt<T>::to(dz(r.n, g * s.Og() + t.o, i, j));
   }
   __device__ acc_t b(int64_t g, const Step& t, int64_t c) const {

@@ -128,18 +128,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   const Act act = parse_activation(std::string(activation));
   ConvRung rung = parse_conv_rung(algorithm, s);
   conv::check_conv_grad_out(op, grad_out, input, s);
+  conv::ConvGrads grads = conv::plan_conv_grads(input, weight, bias, s, output_mask);
+  if (grads.done) return {grads.dx, grads.dw, grads.db};
+  at::Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
+  const bool need_dx = grads.need_dx, need_dw = grads.need_dw, need_db = grads.need_db;
   const auto format = conv::conv_output_format(input, weight);
-  const bool need_dx = output_mask[0], need_dw = output_mask[1], need_db = output_mask[2] && present(bias);
   const auto opts = input.options();
-  at::Tensor dx = need_dx ? at::empty(input.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
-  at::Tensor dw = need_dw ? at::empty(weight.sizes(), opts.memory_format(format)) : at::empty({0}, opts);
-  at::Tensor db = need_db ? at::empty({s.O}, opts) : at::empty({0}, opts);
-  if (s.N == 0) {  // nothing flows: every sum is empty
-    if (need_dx) dx.zero_();
-    if (need_dw) dw.zero_();
-    if (need_db) db.zero_();
-    return {dx, dw, db};
-  }
   for (at::Tensor* t : {&dx, &dw, &db}) Dev::poison(*t);
   const cudaStream_t stream = Dev::stream();
   // dz = dy·f'(z), with z recomputed by the same rung; without an activation dz is dy as it is.

@@ -51,14 +51,6 @@ void forward(const ConvShape& s, View4<const T> x, View4<const T> w, const T* bi
   });
 }
 
-// The output index i that input row h meets at tap a, if there is one: h = i·s − p + a·d.
-inline bool out_index(int64_t h, int64_t a, int64_t stride, int64_t pad, int64_t dil, int64_t size, int64_t* i) {
-  const int64_t t = h + pad - a * dil;
-  if (t < 0 || t % stride != 0) return false;
-  *i = t / stride;
-  return *i < size;
-}
-
 template <typename T>
 void grad_input(const ConvShape& s, View4<const T> dz, View4<const T> w, View4<T> dx) {
   const int64_t Cg = s.Cg(), Og = s.Og();
@@ -71,10 +63,10 @@ void grad_input(const ConvShape& s, View4<const T> dz, View4<const T> w, View4<T
           for (int64_t o = g * Og; o < (g + 1) * Og; ++o) {
             for (int64_t a = 0; a < s.kh; ++a) {
               int64_t i;
-              if (!out_index(h, a, s.stride_h, s.pad_top, s.dil_h, s.OH, &i)) continue;
+              if (!s.out_row(h, a, &i)) continue;
               for (int64_t b = 0; b < s.kw; ++b) {
                 int64_t j;
-                if (!out_index(v, b, s.stride_w, s.pad_left, s.dil_w, s.OW, &j)) continue;
+                if (!s.out_col(v, b, &j)) continue;
                 acc += dz(n, o, i, j) * w(o, cg, a, b);
               }
             }
