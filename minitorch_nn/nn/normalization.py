@@ -114,10 +114,13 @@ class _BatchNorm(Module):
         return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, training, momentum, self.eps)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs) -> None:
-        # State dicts older than version 2 have no num_batches_tracked: start it at 0, as torch does.
+        # State dicts older than version 2 (or plain dicts, with no version) may lack
+        # num_batches_tracked: keep the layer's own count, as torch does (0 for a fresh layer).
+        # Resetting it would restart momentum=None's cumulative average.
         key = prefix + "num_batches_tracked"
         if (local_metadata.get("version") or 0) < 2 and self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
+            own = self.num_batches_tracked
+            state_dict[key] = own if own is not None and not own.is_meta else torch.tensor(0, dtype=torch.long)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def extra_repr(self) -> str:
