@@ -199,8 +199,22 @@ _HOOK_DICTS = (
 )
 
 
+def _pruned(layer: torch.nn.Module) -> list[str]:
+    """Names of the tensors ``torch.nn.utils.prune`` recomputes on ``layer`` (a forward pre-hook each)."""
+    from torch.nn.utils.prune import BasePruningMethod
+
+    return [h._tensor_name for h in layer._forward_pre_hooks.values() if isinstance(h, BasePruningMethod)]
+
+
 def _convert_layer(layer: torch.nn.Module, target: type) -> torch.nn.Module:
     """``layer`` rebuilt as ``target`` around the same parameter and buffer objects (see module docstring)."""
+    if pruned := _pruned(layer):
+        # Its parameter is `weight_orig`, and `weight` a tensor the pruning hook recomputes: the
+        # counterpart has no place for either.
+        raise _CannotConvert(
+            f"pruned with torch.nn.utils.prune ({', '.join(map(repr, pruned))}); make the pruning permanent "
+            f"with torch.nn.utils.prune.remove(layer, name) first and the layer converts"
+        )
     kwargs = _constructor_kwargs(layer, target)
     with _rng_untouched(layer):
         new = target(**kwargs)
@@ -225,6 +239,49 @@ def _convert_layer(layer: torch.nn.Module, target: type) -> torch.nn.Module:
     for name, child in layer._modules.items():
         new._modules[name] = child
     return new
+
+
+def _why_not_deep_copyable(model: torch.nn.Module) -> str:
+    """What in ``model`` stops ``copy.deepcopy``, and what to do about it (after deepcopy failed)."""
+    for path, module in model.named_modules(remove_duplicate=True):
+        where = f"layer {path!r} ({type(module).__name__})" if path else f"the model ({type(module).__name__})"
+        if pruned := _pruned(module):
+            name = pruned[0]
+            return (
+                f"{where} is pruned with torch.nn.utils.prune: its {name!r} is recomputed from "
+                f"{name}_orig and {name}_mask, and torch cannot deep-copy such a computed (non-leaf) tensor. "
+                f"Make the pruning permanent first with torch.nn.utils.prune.remove(layer, {name!r}) (the layer "
+                f"then converts too), or pass inplace=True to convert the model itself, without a copy (a pruned "
+                f"layer is then left alone, and listed in the report)"
+            )
+        # Each attribute on its own (children are visited in turn), to name the one that fails.
+        own = {k: v for k, v in module.__dict__.items() if k not in ("_modules", "_parameters", "_buffers")}
+        own |= {k: v for k, v in module._parameters.items() if v is not None}
+        own |= {k: v for k, v in module._buffers.items() if v is not None}
+        for name, value in own.items():
+            try:
+                copy.deepcopy(value)
+            except Exception as e:
+                return (
+                    f"attribute {name!r} of {where}, a {type(value).__name__}, cannot be deep-copied "
+                    f"({type(e).__name__}: {e}). Remove it or make it copyable (e.g. give its class a "
+                    f"__deepcopy__), or pass inplace=True to convert the model itself, without a copy"
+                )
+    return "pass inplace=True to convert the model itself, without a copy"
+
+
+def _deepcopy_or_explain(model: torch.nn.Module) -> torch.nn.Module:
+    """``copy.deepcopy(model)``; if that fails, the same exception type, saying what failed and what to do."""
+    try:
+        return copy.deepcopy(model)
+    except Exception as e:
+        problem = _why_not_deep_copyable(model)
+        message = f"convert(inplace=False) deep-copies the model first, and it cannot be copied: {problem}"
+        try:
+            error = type(e)(message)
+        except Exception:
+            error = RuntimeError(message)
+        raise error from e
 
 
 def _source_library(to: str) -> str:
@@ -264,13 +321,35 @@ def convert(model: torch.nn.Module, *, to: str = "minitorch_nn", inplace: bool =
         inplace: ``False`` (default) converts a ``copy.deepcopy`` and leaves ``model`` untouched,
             so the two can be run side by side. ``True`` swaps layers inside ``model`` itself; the
             new layers hold the original ``Parameter`` objects, so an optimizer created before
-            the conversion keeps working. Either way, use the returned model: if ``model`` is
-            itself a layer with a counterpart, the root is replaced.
+            the conversion keeps working, and nothing needs to be copyable. Either way, use the
+            returned model: if ``model`` is itself a layer with a counterpart, the root is replaced.
 
     Returns:
         ``Converted(model, report)``, a named tuple: the converted model and a
         :class:`ConversionReport` listing what was converted and what was left alone (layers
         without a counterpart still work: torch.nn and minitorch_nn layers mix freely).
+
+    Raises:
+        ValueError: ``to`` is not one of ``'minitorch_nn'``, ``'torch'``.
+        TypeError: ``model`` is not a ``torch.nn.Module``.
+        RuntimeError, TypeError, ...: with ``inplace=False``, a model that ``copy.deepcopy`` cannot
+            copy gets the exception type deepcopy raised, with a message naming the layer and what
+            stops the copy, and what to do; deepcopy's own error is its ``__cause__``. A model
+            pruned with ``torch.nn.utils.prune`` (RuntimeError: its pruned tensor is computed, not
+            a leaf): call ``prune.remove`` first, or pass ``inplace=True``. An attribute such as a
+            lock or a generator object (TypeError): remove it, or pass ``inplace=True``.
+
+    TorchScript: a converted model works with ``torch.jit.trace`` (the reference ops' autograd
+    Functions are recorded as Python ops; same outputs), with ``TracerWarning``\s where an op's
+    argument checks read tensor sizes: those checks, and the shapes they saw, are frozen into
+    the trace, so trace again for other shapes. It does **not** work with ``torch.jit.script``:
+    the reference ops are Python that TorchScript cannot compile (keyword-argument checks,
+    ``Sequence[int]`` annotations, ``autograd.Function``), and it raises
+    ``torch.jit.frontend.NotSupportedError`` or ``RuntimeError``, whichever construct it meets
+    first (``RuntimeError`` too on a retry in the same process). Of our layers only ``Flatten``
+    and ``Identity``, which call no reference op, script. To script, convert back with
+    ``to='torch'``. (torch 2.13 deprecates
+    both in favour of ``torch.compile`` / ``torch.export``.)
 
     Preserved: parameters and buffers (the same objects; so their values, ``requires_grad``,
     ``.grad``, device and dtype), persistent/non-persistent buffers, constructor hyperparameters
@@ -303,7 +382,7 @@ def convert(model: torch.nn.Module, *, to: str = "minitorch_nn", inplace: bool =
     mapping = pairs.to_ours if to == "minitorch_nn" else pairs.to_torch
     report = ConversionReport(to)
     if not inplace:
-        model = copy.deepcopy(model)
+        model = _deepcopy_or_explain(model)
     done: dict[int, torch.nn.Module] = {}  # id(original) -> replacement, so shared layers stay shared
 
     def visit(module: torch.nn.Module, path: str) -> torch.nn.Module:

@@ -19,9 +19,11 @@ gradient jumps to another pixel when rounding reorders a tie.
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 import torch
+from torch.nn.utils import prune
 
 import minitorch_nn
 import minitorch_nn.nn as nn
@@ -420,3 +422,121 @@ def test_a_few_sgd_steps_train_the_same():
     assert param_bound < 1e-10  # the bound is float64-small: it would catch any real difference
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=param_bound, msg=name)
+
+
+# --- models deepcopy cannot copy; TorchScript ---------------------------------------------------
+
+
+def deepcopy_error(model: TNN.Module) -> Exception:
+    """What ``copy.deepcopy(model)`` raises: the exception type convert() must keep."""
+    with pytest.raises(Exception) as raw:  # noqa: PT011 (the test compares its type with convert's)
+        copy.deepcopy(model)
+    return raw.value
+
+
+def test_a_pruned_model_gets_deepcopys_exception_type_with_the_layer_and_the_remedies():
+    torch.manual_seed(0)
+    model = TNN.Sequential(TNN.Linear(4, 3), TNN.ReLU(), TNN.Linear(3, 2))
+    prune.l1_unstructured(model[2], "weight", amount=0.5)
+    raw = deepcopy_error(model)
+    assert type(raw) is RuntimeError  # torch: "Only Tensors created explicitly by the user (graph leaves) ..."
+    with pytest.raises(RuntimeError) as error:
+        convert(model)
+    assert type(error.value) is RuntimeError
+    assert type(error.value.__cause__) is RuntimeError
+    assert str(error.value.__cause__) == str(raw)
+    message = str(error.value)
+    for needed in ("layer '2' (Linear)", "torch.nn.utils.prune", "prune.remove(layer, 'weight')", "inplace=True"):
+        assert needed in message
+    # Each remedy does what the message says. inplace=True: converted, the pruned layer left alone.
+    x = torch.randn(5, 4)
+    expected = model(x)
+    converted, report = convert(model, inplace=True)
+    assert (type(converted[0]), type(converted[2])) == (nn.Linear, TNN.Linear)
+    [(path, _, reason)] = report.left_alone
+    assert path == "2"
+    assert "pruned with torch.nn.utils.prune ('weight')" in reason
+    torch.testing.assert_close(converted(x), expected, rtol=0, atol=1e-6)  # 4 + 3 terms, |x·W| < 10: 1e-6 >> γ_7·10
+    # prune.remove makes the pruning permanent: then the copy, and the layer, convert.
+    prune.remove(model[2], "weight")
+    ours, report = convert(model)
+    assert not report.left_alone
+    assert type(ours[2]) is nn.Linear
+    assert int((ours[2].weight == 0).sum()) == 3  # half of the 6 weights, pruned for good
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [(threading.Lock, "lock"), (lambda: (i for i in range(3)), "generator")],
+    ids=["lock", "generator"],
+)
+def test_an_attribute_deepcopy_cannot_copy_is_named_with_deepcopys_exception_type(make, kind):
+    model = TNN.Sequential(TNN.Linear(4, 3), TNN.Tanh())
+    model[1].resource = make()
+    raw = deepcopy_error(model)
+    assert type(raw) is TypeError  # "cannot pickle '_thread.lock' object"
+    with pytest.raises(TypeError) as error:
+        convert(model)
+    assert type(error.value) is TypeError
+    assert error.value.__cause__ is not None
+    assert str(error.value.__cause__) == str(raw)
+    assert f"attribute 'resource' of layer '1' (Tanh), a {kind}, cannot be deep-copied" in str(error.value)
+    assert "inplace=True" in str(error.value)
+    converted, report = convert(model, inplace=True)  # no copy: the attribute moves with the layer
+    assert type(converted[1]) is nn.Tanh
+    assert converted[1].resource is model[1].resource
+    assert not report.left_alone
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit:DeprecationWarning")
+def test_a_converted_model_traces_and_the_trace_gives_the_same_outputs():
+    torch.manual_seed(0)
+    ours, _ = convert(cnn_with_batch_norm().eval())
+    x = torch.randn(4, 3, 8, 8)
+    traced = torch.jit.trace(ours, x)
+    assert torch.equal(traced(x), ours(x))
+    other = torch.randn(4, 3, 8, 8)  # new values, the traced shape: the same Python ops run
+    assert torch.equal(traced(other), ours(other))
+
+
+# What torch.jit.script raises on our layers: it compiles forward and every function it calls,
+# and stops at the first Python construct TorchScript lacks: NotSupportedError for the argument
+# checks' **kwargs, RuntimeError for a ``Sequence[int]`` annotation or a closed-over global, and
+# RuntimeError ("Can't redefine method") on any later attempt at a class it failed on before in
+# the same process. So which of the two a test sees depends on the order tests run in.
+SCRIPT_ERRORS = (torch.jit.frontend.NotSupportedError, RuntimeError)
+SCRIPTABLE = {"Flatten", "Identity"}  # no reference op: torch's own code, in effect
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("name", sorted(counterparts().to_torch[c].__name__ for c in counterparts().to_torch))
+def test_torch_jit_script_refuses_each_converted_layer_but_flatten_and_identity(name):
+    arguments = {
+        "AdaptiveAvgPool2d": (2,),
+        "AvgPool2d": (2,),
+        "BatchNorm1d": (3,),
+        "BatchNorm2d": (3,),
+        "Conv2d": (3, 4, 3),
+        "GroupNorm": (1, 3),
+        "LayerNorm": (3,),
+        "Linear": (3, 2),
+        "MaxPool2d": (2,),
+    }
+    layer = getattr(nn, name)(*arguments.get(name, ()))
+    if name in SCRIPTABLE:
+        torch.jit.script(layer)
+    else:
+        with pytest.raises(SCRIPT_ERRORS):
+            torch.jit.script(layer)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_a_converted_model_does_not_script_and_converted_back_it_does():
+    torch.manual_seed(0)
+    ours, _ = convert(cnn_with_batch_norm().eval())
+    with pytest.raises(SCRIPT_ERRORS):
+        torch.jit.script(ours)
+    back, _ = convert(ours, to="torch")
+    scripted = torch.jit.script(back)
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(scripted(x), back(x))
