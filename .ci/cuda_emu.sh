@@ -8,7 +8,7 @@
 #   bash .ci/cuda_emu.sh full     # every test in every build, the largest shapes included (slow)
 #
 # Steps:
-#   1. plain build; the suite (float32, float64, bfloat16), fibers in the default order
+#   1. plain build; the suite (float32, float64, bfloat16, float16), fibers in the default order
 #   2. fibers resuming in a random order: the LayerNorm and BatchNorm properties and bitwise repeatability;
 #      then three blocks in flight (MTNN_EMU_BLOCKS=3), fibers in a random order across blocks:
 #      the float32 norm properties, the conv ladder's odd shapes and bitwise repeatability
@@ -61,8 +61,8 @@ full=""
 # repeatability runs with the fibers in a random order (float32), where it means the most.
 quick_plain=(-k "not compile and not repeatable")
 quick_order=(-k "(every_row_length and float32) or (every_layout and float32) or (repeatable and float32)")
-quick_capped=(-k "(every_row_length and not bfloat16) or (every_layout and float32) or empty or misaligned")
-quick_asan=(-k "(every_row_length and ([3-torch or [257-torch or [2041-torch)) or every_layout")
+quick_capped=(-k "(every_row_length and not bfloat16 and not float16) or (every_layout and float32) or empty or misaligned")
+quick_asan=(-k "((every_row_length and ([3-torch or [257-torch or [2041-torch)) or every_layout) and not float16")
 quick_tsan=(-k "(every_row_length and 2041-torch.float32) or (every_layout and float32-train)")
 quick_blocks=(-k "(every_row_length and float32) or (every_layout and float32)")
 # The conv ladder: every test on the plain build; bitwise repeatability and the odd shapes with

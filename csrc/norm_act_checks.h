@@ -32,15 +32,16 @@
 
 namespace minitorch_nn {
 
-// float32, float64 and bfloat16. Other dtypes raise NotImplementedError, as torch's kernels do
-// for a dtype they have no implementation for.
+// float32, float64, bfloat16 and float16. Other dtypes raise NotImplementedError, as torch's
+// kernels do for a dtype they have no implementation for.
 inline void check_input_dtype(const char* op, const at::Tensor& input) {
   const auto t = input.scalar_type();
-  TORCH_CHECK_NOT_IMPLEMENTED(t == at::kFloat || t == at::kDouble || t == at::kBFloat16, op,
-                              ": expected float32, float64 or bfloat16 input, got ", t);
+  TORCH_CHECK_NOT_IMPLEMENTED(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf, op,
+                              ": expected float32, float64, bfloat16 or float16 input, got ", t);
 }
 
-// A parameter (γ, β, running statistics) has the input's dtype, or, for bfloat16 input, float32:
+// A parameter (γ, β, running statistics) has the input's dtype, or, for bfloat16 and float16
+// input, float32:
 // torch's mixed-precision rule. Anything else is torch's "mixed dtype" RuntimeError.
 inline void check_parameter_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
   const auto acc = at::toOpMathType(input.scalar_type());

@@ -70,7 +70,8 @@ activations = pytest.mark.parametrize("activation", K.ACTIVATIONS)
 # examples each keeps the file near a minute under the ``ci`` profile, and scales with ``thorough``.
 per_activation = settings(max_examples=max(5, settings.default.max_examples // 3))
 
-DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+REDUCED = (torch.bfloat16, torch.float16)  # stored in 16 bits, computed in float32
 # Well-conditioned values, as in test_normalization ("extreme" mixes 1e18 with 1 in one row).
 REGIMES = ("normal", "wide")
 eps_values = st.sampled_from([1e-5, 1e-3, 0.1])
@@ -132,24 +133,25 @@ def norm_act_tolerances(x, grouping, weight, bias, eps, activation, stats=None) 
     Everything is made absolute with the largest |z| (and |y| <= L1·|z|, as f(0) = 0), except the
     one rounding of each side's result to the output dtype, kept relative (``rtol_z``).
 
-    bfloat16: the fused kernel computes in float32 and rounds y once, whereas torch eager rounds
-    the LayerNorm output to bfloat16 before the activation, a second rounding the kernel rightly
-    does not make. So bfloat16 is compared with a float64 computation from the same bfloat16
-    inputs, rounded once to bfloat16. Then everything but that last rounding is float32 arithmetic:
-    the model runs with float32's unit roundoff (the bfloat16 inputs are exact in float32), e_f is
-    float32's, relu's band is float32's, and the rounding of each side's result to bfloat16 is
-    the relative part, rtol = 2·u(bfloat16) = eps(bfloat16). (The upstream gradient is rounded to
-    bfloat16, up to u larger than its float32 value used by the model: gradients' atol × (1 + u).)
+    bfloat16 and float16: the fused kernel computes in float32 and rounds y once, whereas torch
+    eager rounds the LayerNorm output to the 16-bit type before the activation, a second rounding
+    the kernel rightly does not make. So a 16-bit dtype is compared with a float64 computation from
+    the same 16-bit inputs, rounded once to that dtype. Then everything but that last rounding is
+    float32 arithmetic: the model runs with float32's unit roundoff (16-bit inputs are exact in
+    float32), e_f is float32's, relu's band is float32's, and the rounding of each side's result to
+    the 16-bit dtype is the relative part, rtol = 2·u = eps of that dtype. (The upstream gradient
+    is rounded to it, up to u larger than its float32 value used by the model: gradients' atol ×
+    (1 + u).)
     """
     dtype = x.dtype
-    arith = torch.float32 if dtype == torch.bfloat16 else dtype  # what the kernel computes in
+    arith = torch.float32 if dtype in REDUCED else dtype  # what the kernel computes in
     x, weight, bias = (None if t is None else t.detach().cpu().to(arith) for t in (x, weight, bias))
     stats = None if stats is None else tuple(s.detach().cpu().to(arith) for s in stats)
     base = norm_tolerances(x, grouping, weight, bias, eps, stats)
     if x.numel() == 0:
         return base, 0.0
-    rtol = max(base["output"].rtol, torch.finfo(dtype).eps if dtype == torch.bfloat16 else 0.0)
-    dy_scale = 1 + torch.finfo(dtype).eps / 2 if dtype == torch.bfloat16 else 1.0
+    rtol = max(base["output"].rtol, torch.finfo(dtype).eps if dtype in REDUCED else 0.0)
+    dy_scale = 1 + torch.finfo(dtype).eps / 2 if dtype in REDUCED else 1.0
     l1, l2 = DERIVATIVE_BOUNDS[activation]
     exact = activation in ("none", "relu")  # f and f' are exact: no evaluation error
     e_f = Tol(0.0, 0.0) if exact else pointwise_tol(arith)
@@ -199,8 +201,8 @@ def act_oracle(acts, activation, z, fused_out, band):
 
 
 def wide(t):
-    """The oracle's precision: float64 for bfloat16 tensors (see norm_act_tolerances)."""
-    return t.double() if t is not None and t.dtype == torch.bfloat16 else t
+    """The oracle's precision: float64 for 16-bit tensors (see norm_act_tolerances)."""
+    return t.double() if t is not None and t.dtype in REDUCED else t
 
 
 def assert_norm_act_matches(fused, norm, acts, activation, inputs, *, tol, band, **params):
@@ -313,12 +315,14 @@ def test_layer_norm_act_of_a_constant_row_is_the_activation_of_beta(device):
 
 
 @devices
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [7, 1000, 4099])
 def test_a_constant_row_normalizes_to_exactly_zero_at_any_magnitude(device, dtype, n):
     # Σx/N of N copies of c can be an ulp off c, and rstd ≈ 1/√eps amplified that into x̂ ≈ 0.3
     # (c = 12345.6, N = 1000 in float32). The kernel sums x − x[0] instead: exactly 0 here.
     for c in (12345.6, -3.1e5, 1e4 + 0.3, 7.0e-30, 2.5):
+        if c > torch.finfo(dtype).max or -c > torch.finfo(dtype).max:
+            continue  # -3.1e5 is -inf in float16
         x = torch.full((3, n), c, device=device, dtype=dtype)
         y, mean, _rstd = torch.ops.minitorch_nn.layer_norm_act(x, [n], None, None, 1e-5, "none")
         assert torch.equal(y, torch.zeros_like(y)), f"c={c}: {y.abs().max()}"
@@ -348,9 +352,9 @@ def batch_norm_inputs(draw, device, dtypes=DTYPES, training=None):
 
 @st.composite
 def running_stats(draw, c, dtype, device):
-    """(running_mean, running_var) in the input's dtype, or float32 for bfloat16 input (AMP's choice)."""
-    if dtype == torch.bfloat16:
-        dtype = draw(st.sampled_from((torch.bfloat16, torch.float32)))
+    """(running_mean, running_var) in the input's dtype, or float32 for 16-bit input (AMP's choice)."""
+    if dtype in REDUCED:
+        dtype = draw(st.sampled_from((dtype, torch.float32)))
     rm = draw(values((c,), dtype, regimes=("normal",)))
     rv = draw(values((c,), dtype, regimes=("normal",))).abs() + 0.5
     return rm.to(device), rv.to(device)
@@ -442,7 +446,7 @@ def test_batch_norm_act_running_var_is_unbiased_and_normalization_biased(device)
         pytest.param("batch_norm", (2100, 17), True, id="2d-R2100-train"),
     ],
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, *REDUCED])
 @devices
 def test_long_reductions_across_the_kernels_summation_blocks_match_torch(device, dtype, op, shape, training):
     # The kernels sum at most 1024 values (or 64 rows of channels) in float before adding in
@@ -821,12 +825,13 @@ def test_batch_norm_act_bad_arguments_raise_like_torch(args):
         ),
     ],
 )
-def test_bfloat16_input_with_float32_parameters_is_accepted_like_torch(fused, theirs):
-    # Mixed precision keeps parameters in float32; torch's CPU kernels take them with bfloat16 input.
-    x, w = torch.randn(4, 3).bfloat16(), torch.randn(3)
+@pytest.mark.parametrize("dtype", REDUCED)
+def test_16_bit_input_with_float32_parameters_is_accepted_like_torch(fused, theirs, dtype):
+    # Mixed precision keeps parameters in float32; torch's CPU kernels take them with 16-bit input.
+    x, w = torch.randn(4, 3).to(dtype), torch.randn(3)
     expected = theirs(x, w)
     actual = fused(x, w)
-    assert actual.dtype == expected.dtype == torch.bfloat16
+    assert actual.dtype == expected.dtype == dtype
     torch.testing.assert_close(actual, expected)
 
 
@@ -846,13 +851,12 @@ def test_one_value_per_channel_in_training_is_a_value_error_from_the_op_itself()
         pytest.param(lambda x: K.batch_norm_act(x, None, None, training=True), id="batch_norm_act"),
     ],
 )
-@pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
-def test_integer_and_float16_input_is_rejected_with_the_supported_dtypes_named(call, dtype):
-    # torch raises NotImplementedError ("not implemented for 'Long'") for integers, and computes
-    # float16 on the CPU; the kernels have no float16 version, and raise NotImplementedError for
-    # both, naming what they support.
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_integer_input_is_rejected_with_the_supported_dtypes_named(call, dtype):
+    # torch raises NotImplementedError ("not implemented for 'Long'") for integers; so do the
+    # kernels, naming what they support.
     x = torch.arange(6).view(2, 3).to(dtype)
-    with pytest.raises(NotImplementedError, match="float32, float64 or bfloat16"):
+    with pytest.raises(NotImplementedError, match="float32, float64, bfloat16 or float16"):
         call(x)
 
 

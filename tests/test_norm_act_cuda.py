@@ -17,7 +17,7 @@ build (plain, capped, asan, tsan: see csrc/emu/build.py; .ci/cuda_emu.sh runs th
 instead: a check of the tests themselves.
 
 Tolerances (stated, not tuned): for a value computed from reductions of length ``k`` in the
-accumulation type (float32 for bfloat16), with unit roundoffs ``u_acc`` and ``u_out`` (the
+accumulation type (float32 for bfloat16 and float16), with unit roundoffs ``u_acc`` and ``u_out`` (the
 output dtype's) and ``γ_k = k·u_acc/(1 − k·u_acc)`` (Higham §3.1, any summation order),
 
     rtol = 2·u_out + 2·γ_k + 64·u_acc,    atol = rtol · scale
@@ -101,7 +101,7 @@ def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, *, trai
     return out
 
 
-DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 ACTS = list(K.ACTIVATIONS)
 TORCH_ACT = {
     "none": lambda z: z,
@@ -114,7 +114,7 @@ TORCH_ACT = {
 
 
 def rel_tol(dtype: torch.dtype, k: int) -> float:
-    acc = torch.float32 if dtype == torch.bfloat16 else dtype
+    acc = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
     u_acc, u_out = torch.finfo(acc).eps / 2, torch.finfo(dtype).eps / 2
     gamma = k * u_acc / (1 - k * u_acc)
     return 2 * u_out + 2 * gamma + 64 * u_acc
@@ -578,7 +578,7 @@ def test_inputs_on_different_devices_are_rejected():
 @cuda_kernels
 def test_bad_input_raises_as_on_the_cpu():
     for bad in (
-        lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d, dtype=torch.float16), [3], None, None, 1e-5, "relu"),
+        lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d, dtype=torch.int32), [3], None, None, 1e-5, "relu"),
         lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d), [4], None, None, 1e-5, "relu"),
         lambda o, d: o.layer_norm_act(torch.zeros(2, 3, device=d), [3], None, None, 1e-5, "tanh"),
         lambda o, d: o.batch_norm_act(torch.zeros(1, 3, device=d), None, None, None, None, True, 0.1, 1e-5, "relu"),

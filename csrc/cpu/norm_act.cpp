@@ -20,7 +20,7 @@
 //   * inner loops are ATen Vectorized<acc_t> (16 floats with AVX-512), with a scalar tail so
 //     every row length works, not only multiples of the vector width.
 //
-// Accumulation is in acc_t (float for float and bfloat16, double for double). Long sums are
+// Accumulation is in acc_t (float for float, bfloat16 and float16; double for double). Long sums are
 // split into blocks of at most kBlock values whose vector partial sums are added in double, so
 // the rounding error grows with the block length, not with the whole reduction.
 //
@@ -31,6 +31,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
@@ -53,7 +54,8 @@ using at::vec::Vectorized;
 constexpr int64_t kBlock = 1024;  // values per float partial sum before it is added in double
 
 // ---------------------------------------------------------------------------------------------
-// Loads and stores of acc_t vectors from tensors of scalar_t (bfloat16 is widened to float).
+// Loads and stores of acc_t vectors from tensors of scalar_t (bfloat16 and float16 are widened
+// to float on load and rounded once on store).
 
 template <typename acc_t>
 inline Vectorized<acc_t> load(const acc_t* p) {
@@ -63,11 +65,21 @@ template <typename acc_t>
 inline Vectorized<acc_t> load(const acc_t* p, int64_t n) {
   return Vectorized<acc_t>::loadu(p, n);
 }
-inline Vectorized<float> load(const at::BFloat16* p, int64_t n = Vectorized<float>::size()) {
+// (Non-template overloads for the two 16-bit types: a template here would tie with c10::load,
+// which argument-dependent lookup also finds for c10's types.)
+template <typename R>
+inline Vectorized<float> load_16bit(const R* p, int64_t n) {
+  Vectorized<float> v;
+  if (n == Vectorized<float>::size()) {
+    at::vec::load_to_float(p, v);
+    return v;
+  }
   alignas(64) float buf[Vectorized<float>::size()] = {};
   for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(p[i]);
   return Vectorized<float>::loadu(buf);
 }
+inline Vectorized<float> load(const at::BFloat16* p, int64_t n = Vectorized<float>::size()) { return load_16bit(p, n); }
+inline Vectorized<float> load(const at::Half* p, int64_t n = Vectorized<float>::size()) { return load_16bit(p, n); }
 template <typename acc_t>
 inline void store(acc_t* p, const Vectorized<acc_t>& v) {
   v.store(p);
@@ -76,10 +88,17 @@ template <typename acc_t>
 inline void store(acc_t* p, const Vectorized<acc_t>& v, int64_t n) {
   v.store(p, n);
 }
-inline void store(at::BFloat16* p, const Vectorized<float>& v, int64_t n = Vectorized<float>::size()) {
+template <typename R>
+inline void store_16bit(R* p, const Vectorized<float>& v, int64_t n) {
   alignas(64) float buf[Vectorized<float>::size()];
   v.store(buf);
-  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<at::BFloat16>(buf[i]);
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<R>(buf[i]);
+}
+inline void store(at::BFloat16* p, const Vectorized<float>& v, int64_t n = Vectorized<float>::size()) {
+  store_16bit(p, v, n);
+}
+inline void store(at::Half* p, const Vectorized<float>& v, int64_t n = Vectorized<float>::size()) {
+  store_16bit(p, v, n);
 }
 
 // A hint to start loading the cache line at p (into all cache levels) without waiting for it.
@@ -277,7 +296,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_cpu(const at::Tens
                                                                   c10::string_view activation) {
   LayerNormActPlan p = plan_layer_norm_act(input_, normalized_shape, weight, bias, activation);
   if (p.done) return {p.out, p.mean, p.rstd};
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, p.input.scalar_type(), "layer_norm_act_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.input.scalar_type(), "layer_norm_act_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_act(p.act, [&](auto A) {
       layer_norm_act_forward_kernel<decltype(A)::value, scalar_t>(
@@ -304,7 +323,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_backward_cpu(
   // dx is always computed (it is the expensive part and shares the pass with the sums); when it is
   // not wanted it goes to a scratch buffer.
   at::Tensor dx = p.need_dx ? p.grad_input : at::empty(p.input.sizes(), p.input.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, p.input.scalar_type(), "layer_norm_act_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.input.scalar_type(), "layer_norm_act_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_act(p.act, [&](auto A) {
       layer_norm_act_backward_kernel<decltype(A)::value, scalar_t>(
@@ -395,7 +414,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
   at::Tensor &new_rm = p.new_running_mean, &new_rv = p.new_running_var;
   const at::Tensor &w = p.w, &b = p.b;
 
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "batch_norm_act_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using V = Vectorized<acc_t>;
     const scalar_t* X = input.const_data_ptr<scalar_t>();
@@ -500,7 +519,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
   at::Tensor &grad_input = p.grad_input, &grad_weight = p.grad_weight, &grad_bias = p.grad_bias;
   const at::Tensor &w = p.w, &b = p.b;
 
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "batch_norm_act_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using V = Vectorized<acc_t>;
     constexpr int64_t K = V::size();

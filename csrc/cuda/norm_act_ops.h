@@ -48,7 +48,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act(const at::Tensor& 
   if (p.done) return {p.out, p.mean, p.rstd};
   for (at::Tensor* t : {&p.out, &p.mean, &p.rstd}) Dev::poison(*t);
   const cudaStream_t stream = Dev::stream();
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, p.input.scalar_type(), "layer_norm_act_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.input.scalar_type(), "layer_norm_act_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     Dev::check(cuda::layer_norm_act_forward(p.act, cptr<scalar_t>(p.input), p.w.const_data_ptr<acc_t>(),
                                             p.b.const_data_ptr<acc_t>(), mptr<scalar_t>(p.out),
@@ -69,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_backward(
   if (p.done) return {p.grad_input, p.grad_weight, p.grad_bias};
   for (at::Tensor* t : {&p.grad_input, &p.grad_weight, &p.grad_bias}) Dev::poison(*t);
   const cudaStream_t stream = Dev::stream();
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, p.input.scalar_type(), "layer_norm_act_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.input.scalar_type(), "layer_norm_act_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using cuda_t = typename CudaScalar<scalar_t>::type;
     at::Tensor ws = workspace<Dev>(cuda::layer_norm_act_backward_workspace_bytes<cuda_t>(p.M, p.N), p.input);
@@ -99,7 +99,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
   Dev::poison(p.out);
   const cudaStream_t stream = Dev::stream();
 
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "batch_norm_act_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using cuda_t = typename CudaScalar<scalar_t>::type;
     if (training) {
@@ -150,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward(
   if (output_mask[0]) Dev::poison(p.grad_input);
   const cudaStream_t stream = Dev::stream();
 
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "batch_norm_act_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "batch_norm_act_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using cuda_t = typename CudaScalar<scalar_t>::type;
     at::Tensor dw = p.need_dw ? acc_target(p.grad_weight, acc) : at::Tensor();

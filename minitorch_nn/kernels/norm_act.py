@@ -23,7 +23,8 @@ with the means over the normalized values. The reference derivation of the three
 :mod:`minitorch_nn.functional.normalization`, and f and f' are in ``csrc/activation.h``.
 
 Activations: ``'none'``, ``'relu'``, ``'gelu'`` (exact, erf), ``'gelu_tanh'``, ``'silu'``, ``'mish'``.
-dtypes: float32, float64 and bfloat16 (statistics and arithmetic in float32).
+dtypes: float32, float64, bfloat16 and float16 (for the 16-bit types, statistics and arithmetic in
+float32).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _check_activation(activation: str) -> None:
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Statistics are kept in the accumulation type: float32 for bfloat16 input."""
+    """Statistics are kept in the accumulation type: float32 for bfloat16 and float16 input."""
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
@@ -145,7 +146,7 @@ def layer_norm_act(
     :func:`torch.nn.functional.layer_norm`, then applies ``activation``.
 
     Args:
-        input: ``(*, *normalized_shape)``, float32, float64 or bfloat16, any strides.
+        input: ``(*, *normalized_shape)``, float32, float64, bfloat16 or float16, any strides.
         normalized_shape: the trailing dims to normalize over (an int for the last dim).
         weight, bias: γ and β of shape ``normalized_shape``, or None.
         eps: added to the variance. Default: 1e-5.
@@ -188,7 +189,7 @@ def batch_norm_act(
     With ``training=False`` the running statistics normalize.
 
     Args:
-        input: ``(N, C, *)``, float32, float64 or bfloat16; NCHW, channels_last or any strides.
+        input: ``(N, C, *)``, float32, float64, bfloat16 or float16; NCHW, channels_last or any strides.
             The output has the same layout.
         running_mean, running_var: ``(C,)`` buffers, or None (then ``training`` must be True).
         weight, bias: γ and β of shape ``(C,)``, or None.
