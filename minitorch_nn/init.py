@@ -238,18 +238,54 @@ def trunc_normal_(
 ) -> Tensor:
     r"""Fill ``tensor`` from N(mean, std²) restricted to [a, b], by rejection sampling.
 
-    Two proposals, picked by the probability mass P = Φ((b − mean)/std) − Φ((a − mean)/std)
-    that [a, b] holds:
+    This is torch's own algorithm (``torch.nn.init.trunc_normal_`` since torch 2.13), the same
+    draws in the same order, so under one seed both give bit-identical tensors; except where
+    torch's loop would not finish in practice (below), where we sample differently, exactly.
+    (torch before 2.13 used the inverse CDF instead: u ~ U(2Φ(α) − 1, 2Φ(β) − 1), then
+    mean + std·√2·erfinv(u), clamped to [a, b]. It lost accuracy as Φ(α) neared 1, and beyond
+    ~8.3 std Φ(α) and Φ(β) both round to 1: every value came out as b.)
 
-    * P > 0.3: draw from the normal itself and redraw the elements that land outside [a, b].
-      Each round keeps a fraction P, so few rounds are needed.
-    * P <= 0.3 (a narrow or far-off interval): draw uniformly on [a, b] and accept a candidate
-      c with probability pdf(c) / pdf(mode), the normal density relative to its largest value
-      on [a, b] (``mode`` is the point of [a, b] closest to ``mean``). Accepted samples then
-      follow the normal's shape on [a, b] exactly.
+    With α = (a − mean)/std, β = (b − mean)/std, two proposals, picked by the mass
+    P = Φ(β) − Φ(α) that [a, b] holds (in float64):
 
-    The bounds are compared in the tensor's own dtype, so no value outside [a, b] can appear
-    after rounding. Warns if ``mean`` is more than two standard deviations outside [a, b].
+    * P > 0.3: draw N(mean, std²) and redraw the elements outside [a, b]. Exact: the samples
+      are ``normal_``'s draws conditioned on [a, b].
+    * P <= 0.3: candidates c ~ U[a, b), each accepted if log u <= log(pdf(c)/pdf(m)) for a fresh
+      u ~ U[0, 1), with m the point of [a, b] closest to ``mean``; the rest are redrawn.
+
+    **Exact or not.** The second branch is exact only up to the resolution of u, which is drawn
+    in the tensor's own dtype and is exactly 0 with probability 2⁻ᵖ: p = 53 (float64),
+    24 (float32), 12 (float16), 9 (bfloat16). A draw u = 0 accepts a candidate of any density,
+    so every candidate is accepted with probability at least 2⁻ᵖ, however small its density
+    ratio r = pdf(c)/pdf(m) (in float32 and float64, whose u lie on the grid k·2⁻ᵖ, with
+    probability r + ε, 0 < ε <= 2⁻ᵖ). Where r is far below 2⁻ᵖ over much of [a, b] (a far,
+    wide tail), a fraction of about 2⁻ᵖ/(A + 2⁻ᵖ) of the samples (A the acceptance rate, below)
+    is spread uniformly over [a, b] instead. For [10, 100] (mean 0, std 1; A = 1.1·10⁻³) that is
+    none in float64, about one sample in 18,000 in float32, and most of them in bfloat16, whose
+    samples average 25 instead of 10.098. This is torch's answer, bit for bit, kept for parity
+    (``test_trunc_normal_accepts_any_candidate_when_u_is_exactly_zero``,
+    ``test_trunc_normal_low_precision_far_tail_is_biased_as_torchs``). The density ratio is
+    computed in the tensor's dtype too, with an error of about z²·2⁻ᵖ in its exponent (z the
+    standardised candidate): 0.2 at z = 10 in bfloat16, 6·10⁻⁶ in float32.
+
+    **Far tails.** Far from the mean P is tiny (0 beyond ~8.3 std), so the uniform proposals are
+    used. For a = 10, b = 11 (mean 0, std 1) a candidate is accepted with probability A = 0.099,
+    so 10⁵ values take about 110 rounds; the samples lie in [10, 11] with mean 10.098. In
+    general A = (1/W)·∫₀^W exp(−d·t − t²/2) dt for an interval of width W = β − α whose near end
+    lies d std from the mean, about 1/(d·W): for a = 10, b = 10⁴, A ≈ 10⁻⁵, and torch's loop
+    runs ~ln(N)/A times over the whole tensor (a minute for 10³ values, hours for 10⁶). Where
+    A < 10⁻⁴ (finite bounds, std > 0), we draw instead from exponential proposals (Robert,
+    1995): z = d + t with t ~ Exp(λ) truncated to [0, W], λ = (d + √(d² + 4))/2, accepted with
+    probability exp(−(z − λ)²/2); in float64 (u drawn on a 2⁻⁵³ grid), exact but for float64
+    rounding, then rounded into the tensor's dtype. At least 3/4 of the proposals are accepted
+    (0.76 for a bound at the mean, rising to 1 as d grows), so a few rounds suffice. This
+    deliberately differs from torch, whose loop does not finish there; it is not bit-identical
+    to anything.
+
+    **The bounds.** a and b are rounded to the tensor's dtype and the interval is closed: a draw
+    equal to a bound is kept, and every value lies in [fl(a), fl(b)]. Bounds torch's
+    ``uniform_`` rejects (a > b in the second branch, infinite or out of the dtype's range) raise
+    its RuntimeError, as in torch. Warns if ``mean`` is more than 2 std outside [a, b].
     """
     if tensor.is_meta:
         return tensor
@@ -263,9 +299,35 @@ def trunc_normal_(
         mass = _normal_cdf((b - mean) / std) - _normal_cdf((a - mean) / std)
         if mass > 0.3:
             _trunc_normal_by_redrawing(tensor, mean, std, a, b, generator)
+        elif _uniform_acceptance(mean, std, a, b) < _SLOWEST_ACCEPTANCE:
+            _trunc_normal_by_exponential_proposals(tensor, mean, std, a, b, generator)
         else:
             _trunc_normal_by_uniform_proposals(tensor, mean, std, a, b, generator)
     return tensor
+
+
+# Below this acceptance rate of the uniform proposals, torch's loop needs over 10⁴·ln(N) passes
+# over the whole tensor. Every interval torch's parity test draws accepts more than 1.2·10⁻⁴.
+_SLOWEST_ACCEPTANCE = 1e-4
+
+
+def _uniform_acceptance(mean: float, std: float, a: float, b: float) -> float:
+    """A, the probability that a uniform candidate on [a, b] is accepted (see trunc_normal_).
+
+    1.0 (take torch's path, and its errors) unless a < b are finite, std > 0 and [a, b] lies on
+    one side of the mean: with the mean inside, P <= 0.3 means W < 0.8 and A > 0.7.
+    """
+    if not (math.isfinite(a) and math.isfinite(b) and a < b and 0 < std < math.inf):
+        return 1.0
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    if alpha < 0 < beta:
+        return 1.0
+    d, width = min(abs(alpha), abs(beta)), beta - alpha
+    # ∫₀^W exp(−d·t − t²/2) dt = √(π/2)·[erfcx(d/√2) − e^(−W(W + 2d)/2)·erfcx((d + W)/√2)],
+    # with erfcx(x) = e^(x²)·erfc(x), which neither underflows nor overflows for any d, W >= 0.
+    near, far = torch.special.erfcx(torch.tensor([d, d + width], dtype=torch.float64) / math.sqrt(2)).tolist()
+    integral = math.sqrt(math.pi / 2) * (near - math.exp(-width * (width + 2 * d) / 2) * far)
+    return integral / width
 
 
 def _trunc_normal_by_redrawing(tensor: Tensor, mean: float, std: float, a: float, b: float, generator) -> None:
@@ -308,3 +370,32 @@ def _trunc_normal_by_uniform_proposals(tensor: Tensor, mean: float, std: float, 
         if not pending.any():
             break
     tensor.copy_(result)
+
+
+def _trunc_normal_by_exponential_proposals(
+    tensor: Tensor, mean: float, std: float, a: float, b: float, generator
+) -> None:
+    """Robert (1995): the tail [d, d + W] of N(0, 1) from truncated Exp(λ) proposals, in float64."""
+    tensor.new_empty(0).uniform_(a, b)  # torch's checks of the bounds for this dtype, so torch's errors
+    above = a >= mean  # else [a, b] lies below the mean: sample the mirror image, measured from b
+    d = (a - mean) / std if above else (mean - b) / std
+    width = (b - a) / std
+    delta = 2 / (math.hypot(d, 2) + d)  # λ − d = (√(d² + 4) − d)/2, without cancellation
+    lam = d + delta
+    kept = -math.expm1(-lam * width)  # the mass of Exp(λ) on [0, W]
+    n = tensor.numel()
+    options = {"dtype": torch.float64, "device": tensor.device}
+    t = torch.zeros(n, **options)
+    pending = torch.ones(n, dtype=torch.bool, device=tensor.device)
+    while pending.any():
+        u = torch.rand(n, generator=generator, **options)
+        v = torch.rand(n, generator=generator, **options)
+        proposal = torch.log1p(u.mul_(-kept)).div_(-lam)  # inverse CDF of Exp(λ) on [0, W]
+        # Target ∝ exp(−(d + t)²/2), proposal ∝ exp(−λt): their ratio peaks at d + t = λ.
+        accept = v.log_() <= (proposal - delta).square_().mul_(-0.5)
+        t = torch.where(pending & accept, proposal, t)
+        pending &= ~accept
+    # x = a + std·t above the mean, b − std·t below: a bound plus a distance, so a huge d (or a
+    # tiny std) cannot overflow; the clamp only undoes float64 rounding.
+    x = (a + std * t) if above else (b - std * t)
+    tensor.copy_(x.clamp_(a, b).view(tensor.shape))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 
+import mpmath
 import pytest
 import torch
 from hypothesis import given
@@ -150,6 +152,210 @@ def test_trunc_normal_has_the_truncated_distributions_mean_and_variance(mean, st
     standard_error = math.sqrt(expected_var / t.numel())
     assert abs(t.mean().item() - expected_mean) < 5 * standard_error
     assert abs(t.var().item() / expected_var - 1) < 0.02  # the sample variance's relative sd is ~0.2%
+
+
+# --- trunc_normal_: each claim of its docstring ------------------------------------------------
+
+
+def truncated_moments(mean: float, std: float, a: float, b: float) -> tuple[float, float]:
+    """Mean and variance of N(mean, std²) truncated to [a, b], to 50 digits (mpmath): no
+    underflow however far the tail, and no cancellation in the variance (≈ 1/d² there)."""
+    with mpmath.workdps(50):
+        alpha, beta = (mpmath.mpf(a) - mean) / std, (mpmath.mpf(b) - mean) / std
+        sign = 1
+        if beta <= 0:  # a lower tail: use the mirror image, whose mass erfc keeps accurate
+            alpha, beta, sign = -beta, -alpha, -1
+        mass = (mpmath.erfc(alpha / mpmath.sqrt(2)) - mpmath.erfc(beta / mpmath.sqrt(2))) / 2
+
+        def pdf(z):
+            return mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)
+
+        shift = (pdf(alpha) - pdf(beta)) / mass
+        var = 1 + (alpha * pdf(alpha) - beta * pdf(beta)) / mass - shift**2
+        return float(mean + sign * std * shift), float(std**2 * var)
+
+
+def assert_truncated_normal_sample(t: torch.Tensor, mean: float, std: float, a: float, b: float) -> None:
+    """Inside [fl(a), fl(b)], and the sample mean and variance those of the truncated normal.
+
+    Tolerances: the mean within 5 standard errors √(var/N), plus half an ulp of the largest value
+    (each value was rounded to t's dtype); the variance within 5 of its relative standard errors
+    √((κ − 1)/N), with the kurtosis κ <= 9 (an exponential's, the far-tail limit; 1.8 to 3
+    elsewhere), plus the rounding's share, ulp²/12 per value. The draws are seeded, so a pass
+    is no accident of the seed.
+    """
+    lo, hi = t.new_tensor(a).item(), t.new_tensor(b).item()
+    assert lo <= t.min().item()
+    assert t.max().item() <= hi
+    expected_mean, expected_var = truncated_moments(mean, std, a, b)
+    n, x = t.numel(), t.double()
+    half_ulp = (torch.finfo(t.dtype).eps * max(abs(lo), abs(hi))) / 2
+    assert abs(x.mean().item() - expected_mean) <= 5 * math.sqrt(expected_var / n) + half_ulp
+    rounding_var = (2 * half_ulp) ** 2 / 12
+    assert abs(x.var().item() - expected_var) <= 5 * math.sqrt(8 / n) * expected_var + rounding_var
+
+
+@contextlib.contextmanager
+def finishes_within(seconds: float):
+    """Turns a hang into a failure (POSIX; elsewhere, a hang stays a hang)."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(*_):
+        raise TimeoutError(f"did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_trunc_normal_far_tail_10_to_11_is_torchs_sampler_accepting_a_tenth_with_the_truncated_moments(dtype):
+    # A = (1/W)·∫₀^W exp(−d·t − t²/2) dt with d = 10, W = 1, to 50 digits: 0.0990...
+    acceptance = float(mpmath.quad(lambda t: mpmath.exp(-10 * t - t * t / 2), [0, 1]))
+    assert init._uniform_acceptance(0.0, 1.0, 10.0, 11.0) == pytest.approx(acceptance, rel=1e-12)
+    assert 0.099 < acceptance < 0.0991
+    with finishes_within(60):  # ~110 rounds: well under a second; the limit only catches a hang
+        ours = init.trunc_normal_(
+            torch.empty(20_000, dtype=dtype), 0.0, 1.0, 10.0, 11.0, torch.Generator().manual_seed(0)
+        )
+    theirs = torch.nn.init.trunc_normal_(
+        torch.empty(20_000, dtype=dtype), 0.0, 1.0, 10.0, 11.0, torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(ours, theirs)  # torch's path, draw for draw
+    assert_truncated_normal_sample(ours, 0.0, 1.0, 10.0, 11.0)
+    assert truncated_moments(0.0, 1.0, 10.0, 11.0)[0] == pytest.approx(10.098, abs=5e-4)  # the docstring's figure
+
+
+# (mean, std, a, b): wide far tails, above and below the mean, a bound at 0.6 std (P = 0.27,
+# uniform proposals over 10⁶ std), a tiny std, and a far interval 1 std wide.
+WIDE_TAILS = [
+    (0.0, 1.0, 10.0, 1e4),
+    (0.0, 1.0, 0.6, 1e6),
+    (0.0, 1e-3, 1.0, 2.0),
+    (0.0, 1.0, -1e4, -10.0),
+    (5.0, 1.0, -1e5, 0.0),
+]
+
+
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("mean", "std", "a", "b"), WIDE_TAILS)
+def test_trunc_normal_wide_far_tails_finish_by_exponential_proposals_with_the_truncated_moments(mean, std, a, b, dtype):
+    # Below 10⁻⁴ torch's loop would take over 10⁴·ln(N) passes over the tensor (hours here).
+    assert init._uniform_acceptance(mean, std, a, b) < init._SLOWEST_ACCEPTANCE
+    with finishes_within(60):  # a few rounds of 20,000: milliseconds
+        t = init.trunc_normal_(torch.empty(20_000, dtype=dtype), mean, std, a, b, torch.Generator().manual_seed(0))
+    again = init.trunc_normal_(torch.empty(20_000, dtype=dtype), mean, std, a, b, torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)  # a generator makes it repeatable
+    assert_truncated_normal_sample(t, mean, std, a, b)
+
+
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+def test_trunc_normal_exponential_path_refuses_the_bounds_torch_refuses():
+    # In float32, 1e300 is out of the dtype's range: torch's uniform_ raises before its loop starts.
+    for a, b in ((10.0, 1e300), (1e39, 1e40)):
+        assert init._uniform_acceptance(0.0, 1.0, a, b) < init._SLOWEST_ACCEPTANCE
+        assert_raises_like_torch(
+            lambda a=a, b=b: init.trunc_normal_(torch.empty(3), 0.0, 1.0, a, b),
+            lambda a=a, b=b: torch.nn.init.trunc_normal_(torch.empty(3), 0.0, 1.0, a, b),
+        )
+
+
+def test_trunc_normal_parity_test_draws_only_intervals_on_torchs_path():
+    """test_trunc_normal_matches_torch must still compare torch's own sampler everywhere: the
+    slowest interval it can draw (the mean 2 std-units of 0.05 from a bound, i.e. 40 std, and
+    200 std wide) accepts 1.25·10⁻⁴ of the candidates, above the 10⁻⁴ where ours switches."""
+    corners = [
+        (m, 0.05, a, b)
+        for m in (-2.0, 2.0)
+        for a, b in [(-2.0, 2.0), (-0.1, 0.1), (1.5, 4.0), (-5.0, -3.0), (0.0, 10.0)]
+    ]
+    slowest = min(init._uniform_acceptance(*c) for c in corners)
+    assert init._SLOWEST_ACCEPTANCE < 1.2e-4 < slowest
+
+
+@pytest.mark.parametrize(("dtype", "bits"), [(torch.float16, 12), (torch.bfloat16, 9)])
+def test_uniform_draws_in_low_precision_are_exactly_zero_one_time_in_two_to_the_bits(dtype, bits):
+    # The grid trunc_normal_'s acceptance draws u live on: P(u = 0) = 2⁻ᵖ. Binomial counts: the
+    # expected n·2⁻ᵖ within 5 standard deviations √(n·2⁻ᵖ).
+    n = 1 << 20
+    zeros = int((torch.empty(n, dtype=dtype).uniform_(generator=torch.Generator().manual_seed(0)) == 0).sum())
+    expected = n / 2**bits
+    assert abs(zeros - expected) <= 5 * math.sqrt(expected)
+
+
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+def test_trunc_normal_low_precision_far_tail_is_biased_as_torchs():
+    """bfloat16 on [10, 100] (mean 0, std 1): u = 0 comes one draw in 512 and accepts any
+    candidate, while a candidate's true acceptance is ~1/900; most samples are then uniform on
+    [10, 100]. The truth is 10.098; ours, like torch's, bit for bit, averages ~25."""
+    ours = init.trunc_normal_(
+        torch.empty(2000, dtype=torch.bfloat16), 0.0, 1.0, 10.0, 100.0, torch.Generator().manual_seed(0)
+    )
+    theirs = torch.nn.init.trunc_normal_(
+        torch.empty(2000, dtype=torch.bfloat16), 0.0, 1.0, 10.0, 100.0, torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(ours, theirs)
+    assert ours.double().mean().item() > 20
+
+
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+@pytest.mark.parametrize("sampler", [init.trunc_normal_, torch.nn.init.trunc_normal_], ids=["ours", "torch"])
+def test_trunc_normal_accepts_any_candidate_when_u_is_exactly_zero(sampler, monkeypatch):
+    """The acceptance test is log u <= log r: u = 0 passes it for any r. Made certain here by
+    drawing every u ~ U[0, 1) as 0: the first round's candidates, uniform on [10, 100] where
+    almost all the mass is below 11, are all kept, in float32, by both samplers."""
+    uniform = torch.Tensor.uniform_
+
+    def zero_for_u(self, low=0.0, high=1.0, *, generator=None):
+        drawn = uniform(self, low, high, generator=generator)
+        return drawn.zero_() if (low, high) == (0.0, 1.0) else drawn
+
+    monkeypatch.setattr(torch.Tensor, "uniform_", zero_for_u)
+    g = torch.Generator().manual_seed(0)
+    t = sampler(torch.empty(1000), 0.0, 1.0, 10.0, 100.0, generator=g)
+    candidates = torch.empty(1000).uniform_(10.0, 100.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t, candidates)
+    assert (t > 11).float().mean() > 0.95  # a true sample exceeds 11 with probability e^(−10.5)·... < 10⁻⁴
+
+
+def test_trunc_normal_keeps_draws_on_the_bounds_rounded_to_the_dtype():
+    # ±1.895 round to ±1.8984375 in bfloat16 (spacing 2⁻⁷ in [1, 2)): the interval is
+    # [−1.8984375, 1.8984375], closed, so draws that round to a bound are kept, even though
+    # they lie (slightly) outside [a, b]. P = 0.94 > 0.3: the redrawing branch.
+    a, b = -1.895, 1.895
+    lo, hi = torch.tensor([a, b], dtype=torch.bfloat16).tolist()
+    assert (lo, hi) == (-1.8984375, 1.8984375)
+    ours = init.trunc_normal_(
+        torch.empty(20_000, dtype=torch.bfloat16), 0.0, 1.0, a, b, torch.Generator().manual_seed(0)
+    )
+    theirs = torch.nn.init.trunc_normal_(
+        torch.empty(20_000, dtype=torch.bfloat16), 0.0, 1.0, a, b, torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(ours, theirs)
+    assert ours.min().item() == lo
+    assert ours.max().item() == hi  # ~0.1% of the draws each: ~20 of 20,000
+
+
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+def test_torch_before_2_13_inverse_cdf_gave_b_everywhere_in_a_far_tail():
+    """What the docstring contrasts: torch < 2.13's inverse-CDF sampler, as it was written
+    (u ~ U(2Φ(α) − 1, 2Φ(β) − 1), erfinv, scale, clamp). At a = 10, b = 11, Φ(α) = Φ(β) = 1 in
+    float64, u = 1, erfinv(1) = inf, and the clamp returns b for every element."""
+    a, b = 10.0, 11.0
+    lo, hi = init._normal_cdf(a), init._normal_cdf(b)
+    assert lo == hi == 1.0
+    t = torch.empty(1000).uniform_(2 * lo - 1, 2 * hi - 1).erfinv_().mul_(math.sqrt(2.0)).clamp_(min=a, max=b)
+    assert bool((t == b).all())
+    ours = init.trunc_normal_(torch.empty(1000), 0.0, 1.0, a, b)
+    assert bool((ours < b).all())
 
 
 @given(weight_shapes, init_dtypes, st.floats(-5, 5))
