@@ -11,8 +11,9 @@ For every module class exported by :mod:`minitorch_nn.nn` (and the kernel-backed
   no version metadata behaves as the matching torch.nn module does: the same exception type and
   message (class name aside), the same ``missing_keys`` / ``unexpected_keys`` with
   ``strict=False``, and the same tensors loaded, left alone or filled in.
-* Two thousand SGD steps through one model made of every module leave the number of live
-  tensors, of live Python objects and the resident memory flat (``test_training_keeps_memory_flat``);
+* A thousand SGD steps (MINITORCH_LIFECYCLE_STEPS for more) through one model made of every
+  module leave the number of live tensors, of live Python objects and the heap memory in use
+  flat (``test_training_keeps_memory_flat``);
   ``test_the_memory_check_catches_each_kind_of_leak`` proves each of the three checks fails on a
   deliberate leak of its kind.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import ctypes
 import gc
 import io
 import os
@@ -402,7 +404,42 @@ def test_the_memory_model_runs_every_exported_module():
 class Footprint:
     tensors: int  # live torch.Tensor objects
     objects: int  # live objects tracked by Python's garbage collector
-    rss: int  # resident memory of the process, bytes (0 where /proc is missing)
+    heap: int  # bytes malloc has handed out and not had back (see heap_in_use); 0 if unknown
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heap_in_use() -> int | None:
+    """Bytes allocated through malloc and not freed, all arenas (glibc's mallinfo2: uordblks +
+    hblkhd); None where there is no mallinfo2 (not glibc, or glibc < 2.33).
+
+    Every tensor storage (torch's CPU allocator calls posix_memalign), NumPy buffer and C++ object
+    is in it. Resident memory would not do: a leak that fills pages freed by earlier tests does
+    not grow it (that made an RSS-based check miss a 14 MiB leak after the rest of the suite).
+    """
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    return info.uordblks + info.hblkhd
 
 
 def footprint() -> Footprint:
@@ -412,11 +449,7 @@ def footprint() -> Footprint:
     tensors = sum(issubclass(type(o), torch.Tensor) for o in objects)
     n = len(objects)
     del objects
-    rss = 0
-    if os.path.exists("/proc/self/statm"):
-        with open("/proc/self/statm") as f:
-            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return Footprint(tensors, n, rss)
+    return Footprint(tensors, n, heap_in_use() or 0)
 
 
 # Growth allowed between the end of the warm-up and the end of the run, each measured after a
@@ -425,11 +458,11 @@ def footprint() -> Footprint:
 #   are all there is at both points);
 # * Python objects: 200, for caches that fill on the first use of a code path after the
 #   warm-up (measured: 1, at 600 and at 3,000 steps); a leak of one object per step adds one per step;
-# * resident memory: 4 MiB, for the allocator's fragmentation and its page-granular returns to
-#   the system (measured: 0.6 to 1.1 MiB); it sees what Python cannot, e.g. autograd graphs or
-#   storages held from C++.
+# * heap in use: 256 KiB, for caches of torch's and Python's that fill late (measured: 6 KiB at
+#   1,000 steps, 3 KiB at 3,000); it sees what Python cannot, e.g. autograd graphs or storages
+#   held from C++.
 OBJECT_ALLOWANCE = 200
-RSS_ALLOWANCE = 4 << 20
+HEAP_ALLOWANCE = 256 << 10
 # The default run fits the test suite's time; set MINITORCH_LIFECYCLE_STEPS=5000 (or more) for a soak.
 STEPS = int(os.environ.get("MINITORCH_LIFECYCLE_STEPS", 1000))
 WARMUP = 100
@@ -440,9 +473,9 @@ def check_flat(before: Footprint, after: Footprint) -> None:
     assert after.objects - before.objects <= OBJECT_ALLOWANCE, (
         f"live Python objects grew by {after.objects - before.objects} (allowed {OBJECT_ALLOWANCE})"
     )
-    growth = after.rss - before.rss
-    assert growth <= RSS_ALLOWANCE, (
-        f"resident memory grew by {growth / 2**20:.1f} MiB (allowed {RSS_ALLOWANCE / 2**20:.0f} MiB)"
+    growth = after.heap - before.heap
+    assert growth <= HEAP_ALLOWANCE, (
+        f"heap memory in use grew by {growth >> 10} KiB (allowed {HEAP_ALLOWANCE >> 10} KiB)"
     )
 
 
@@ -482,7 +515,7 @@ def test_training_keeps_memory_flat():
     by shape or id, autograd history kept alive by a module attribute); Python objects kept at
     more than OBJECT_ALLOWANCE per STEPS - WARMUP steps (ctx objects in a reference cycle, a
     growing dict or list); and memory held below Python's sight, such as autograd graphs or
-    storages leaked in C++, of more than RSS_ALLOWANCE / (STEPS - WARMUP) a step (4.6 KiB at the
+    storages leaked in C++, of more than HEAP_ALLOWANCE / (STEPS - WARMUP) a step (291 bytes at the
     default 1,000 steps, which take ~10-15 s: ~10 ms a step is the reference ops' Python overhead).
     """
     torch.manual_seed(0)
@@ -495,17 +528,18 @@ LEAKS = {
     "live tensors": lambda kept: lambda x, loss: kept.append(loss.detach()),
     # a Python object kept a step (lists are always tracked by the collector; no tensor is kept)
     "live Python objects": lambda kept: lambda x, loss: kept.append([loss.item()]),
-    # 48 KiB of storage a step, kept by a NumPy copy: neither a tensor nor a tracked object
-    "resident memory": lambda kept: lambda x, loss: kept.append(x.repeat(16, 1, 1, 1).numpy().copy()),
+    # 3 KiB of storage a step (the batch), kept by a NumPy copy: neither a tensor nor a tracked object
+    "heap memory": lambda kept: lambda x, loss: kept.append(x.numpy().copy()),
 }
 
 
 @pytest.mark.parametrize("kind", list(LEAKS))
 def test_the_memory_check_catches_each_kind_of_leak(kind):
     """The same loop and checks, on a one-layer model (fast), with one deliberate leak each:
-    300 measured steps leak 300 tensors, 300 objects (> OBJECT_ALLOWANCE) or 14 MiB (> RSS_ALLOWANCE)."""
-    if kind == "resident memory" and not os.path.exists("/proc/self/statm"):
-        pytest.skip("no /proc/self/statm: resident memory is not measured here")
+    300 measured steps leak 300 tensors, 300 objects (> OBJECT_ALLOWANCE) or 900 KiB of heap
+    (> HEAP_ALLOWANCE)."""
+    if kind == "heap memory" and heap_in_use() is None:
+        pytest.skip("no mallinfo2 (glibc >= 2.33): heap memory is not measured here")
     kept = []
     before, after = train(TinyModel(), steps=400, warmup=100, leak=LEAKS[kind](kept))
     with pytest.raises(AssertionError, match=kind):
