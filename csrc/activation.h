@@ -53,7 +53,35 @@
 
 namespace minitorch_nn {
 
-enum class Act : int { None = 0, ReLU = 1, GELU = 2, GELUTanh = 3, SiLU = 4, Mish = 5 };
+// The activations, listed once: (enumerator, the name Python passes). The enum, its names,
+// dispatch_act below and the ops' parse_activation (ops.cpp) are all generated from this list;
+// minitorch_nn.kernels.ACTIVATIONS must hold the same names, in this order
+// (tests/test_norm_act.py::test_python_and_cpp_list_the_same_activations checks it).
+#define MTNN_FOR_EACH_ACT(X) \
+  X(None, "none")            \
+  X(ReLU, "relu")            \
+  X(GELU, "gelu")            \
+  X(GELUTanh, "gelu_tanh")   \
+  X(SiLU, "silu")            \
+  X(Mish, "mish")
+
+enum class Act : int {
+#define MTNN_ACT_ENUMERATOR(id, name) id,
+  MTNN_FOR_EACH_ACT(MTNN_ACT_ENUMERATOR)
+#undef MTNN_ACT_ENUMERATOR
+};
+
+// The name Python uses for an activation ("gelu_tanh" for Act::GELUTanh).
+MTNN_HD const char* activation_name(Act act) {
+  switch (act) {
+#define MTNN_ACT_NAME(id, name) \
+  case Act::id:                 \
+    return name;
+    MTNN_FOR_EACH_ACT(MTNN_ACT_NAME)
+#undef MTNN_ACT_NAME
+  }
+  return "?";
+}
 
 // Primitives for scalar types. `Mask` is what a comparison returns; `select(m, a, b)` is
 // `m ? a : b` lane by lane.
@@ -183,57 +211,18 @@ MTNN_HD T act_derivative(T z) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Welford statistics: (count, mean, M2 = Σ(x − mean)²) of a set of values, built one value at a
-// time and merged pairwise (Chan et al.), so a reduction can be split across threads and blocks
-// and combined in a fixed order. Stable where Σx² − (Σx)²/n cancels: every update works with
-// deviations from the current mean. T is the accumulation type (float or double).
-
-template <typename T>
-struct Welford {
-  T n, mean, m2;
-};
-
-template <typename T>
-MTNN_HD Welford<T> welford_add(Welford<T> s, T x) {
-  s.n += T(1);
-  const T delta = x - s.mean;
-  s.mean += delta / s.n;
-  s.m2 += delta * (x - s.mean);  // δ·(x − new mean) = δ²·(n−1)/n ≥ 0: both factors share a sign
-  return s;
-}
-
-// The statistics of the union of two sets: n = na + nb, δ = mb − ma,
-//   mean = ma + δ·nb/n,  M2 = M2a + M2b + δ²·na·nb/n.
-template <typename T>
-MTNN_HD Welford<T> welford_merge(Welford<T> a, Welford<T> b) {
-  if (b.n == T(0)) return a;
-  if (a.n == T(0)) return b;
-  const T n = a.n + b.n;
-  const T delta = b.mean - a.mean;
-  const T wb = b.n / n;
-  return {n, a.mean + delta * wb, a.m2 + b.m2 + delta * delta * a.n * wb};
-}
-
 // Calls `fn(std::integral_constant<Act, A>{})` with the activation as a compile-time constant,
 // so each kernel is instantiated once per activation and its inner loop has no switch.
 template <typename F>
 inline auto dispatch_act(Act act, F&& fn) {
   switch (act) {
-    case Act::ReLU:
-      return fn(std::integral_constant<Act, Act::ReLU>{});
-    case Act::GELU:
-      return fn(std::integral_constant<Act, Act::GELU>{});
-    case Act::GELUTanh:
-      return fn(std::integral_constant<Act, Act::GELUTanh>{});
-    case Act::SiLU:
-      return fn(std::integral_constant<Act, Act::SiLU>{});
-    case Act::Mish:
-      return fn(std::integral_constant<Act, Act::Mish>{});
-    case Act::None:
-    default:
-      return fn(std::integral_constant<Act, Act::None>{});
+#define MTNN_ACT_CASE(id, name) \
+  case Act::id:                 \
+    return fn(std::integral_constant<Act, Act::id>{});
+    MTNN_FOR_EACH_ACT(MTNN_ACT_CASE)
+#undef MTNN_ACT_CASE
   }
+  return fn(std::integral_constant<Act, Act::None>{});  // not reached: every enumerator has a case
 }
 
 }  // namespace minitorch_nn

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "bn_shape.h"
 #include "ops.h"
 
 namespace minitorch_nn {
@@ -50,6 +51,11 @@ inline void check_parameter_dtype(const char* op, const char* name, const at::Te
               " must be ", input.scalar_type(), acc != input.scalar_type() ? " or float32" : "", ")");
 }
 
+inline void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
+  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
+              input.device());
+}
+
 inline int64_t prod(at::IntArrayRef shape) {
   int64_t p = 1;
   for (auto s : shape) p *= s;
@@ -70,8 +76,7 @@ inline void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef nor
       const char* name = p == &weight ? "weight" : "bias";
       TORCH_CHECK(t.sizes().equals(normalized_shape), "layer_norm_act: expected ", name, " of shape ",
                   normalized_shape, ", got ", t.sizes());
-      TORCH_CHECK(t.device() == input.device(), "layer_norm_act: ", name, " is on ", t.device(), " but input is on ",
-                  input.device());
+      check_same_device("layer_norm_act", name, t, input);
       check_parameter_dtype("layer_norm_act", name, t, input);
     }
   }
@@ -118,8 +123,7 @@ inline void check_batch_norm_inputs(
       const auto& t = **p;
       TORCH_CHECK(t.dim() == 1 && t.size(0) == C, "batch_norm_act: expected ", name, " of shape [", C, "], got ",
                   t.sizes());
-      TORCH_CHECK(t.device() == input.device(), "batch_norm_act: ", name, " is on ", t.device(), " but input is on ",
-                  input.device());
+      check_same_device("batch_norm_act", name, t, input);
       check_parameter_dtype("batch_norm_act", name, t, input);
     }
   }
@@ -149,10 +153,6 @@ inline at::Tensor huge_pages(at::Tensor t) {
 
 inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
-inline void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
-  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
-              input.device());
-}
 
 inline void check_grad_out(const char* op, const at::Tensor& grad_out, const at::Tensor& input) {
   TORCH_CHECK(grad_out.sizes().equals(input.sizes()), op, ": grad_out of shape ", grad_out.sizes(),
@@ -258,6 +258,7 @@ struct BatchNormActPlan {
   at::Tensor input;  // NCHW-contiguous, or channels_last-contiguous when channels_last
   bool channels_last;
   int64_t B, C, S;
+  BNShape shape() const { return {B, C, S, channels_last}; }
   at::Tensor result;  // the output, in the input's layout (torch's preserve_format)
   at::Tensor out;     // where the kernel writes: result, or (other layouts) a temporary copied into it
   at::Tensor save_mean, save_rstd, new_running_mean, new_running_var;
@@ -300,19 +301,18 @@ inline BatchNormActPlan plan_batch_norm_act(const at::Tensor& input_, const std:
   TORCH_CHECK_VALUE(!training || R != 1, "Expected more than 1 value per channel when training, got input size ",
                     input_.sizes());
   p.done = p.C == 0 || R == 0;
-  if (R == 0 && p.C > 0) {
-    // Nothing to normalize. Training on an empty batch: NaN statistics (the mean of nothing),
-    // running statistics unchanged; eval: the running statistics.
-    if (training) {
-      p.save_mean.fill_(NAN);
-      p.save_rstd.fill_(NAN);
-      if (p.update) {
-        p.new_running_mean.copy_(*running_mean);
-        p.new_running_var.copy_(*running_var);
-      }
-    } else {
-      p.save_mean.copy_(*running_mean);
-      p.save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
+  if (!training) {
+    // Eval: the running statistics normalize, on every device (the kernels only apply them).
+    p.save_mean.copy_(*running_mean);
+    p.save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
+  } else if (R == 0 && p.C > 0) {
+    // Training on an empty batch: nothing to normalize; NaN statistics (the mean of nothing),
+    // running statistics unchanged.
+    p.save_mean.fill_(NAN);
+    p.save_rstd.fill_(NAN);
+    if (p.update) {
+      p.new_running_mean.copy_(*running_mean);
+      p.new_running_var.copy_(*running_var);
     }
   }
   if (!p.done) std::tie(p.w, p.b) = affine_or_identity(weight, bias, p.C, acc, p.input);
@@ -324,6 +324,7 @@ struct BatchNormActBackwardPlan {
   at::Tensor input, grad_out;  // in the same kernel layout
   bool channels_last;
   int64_t B, C, S;
+  BNShape shape() const { return {B, C, S, channels_last}; }
   at::Tensor save_mean, save_rstd, w, b;
   bool need_dx, need_dw, need_db;
   at::Tensor result;      // grad_input in the input's layout (empty if not wanted)

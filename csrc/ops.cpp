@@ -15,14 +15,13 @@
 namespace minitorch_nn {
 
 Act parse_activation(const std::string& name) {
-  if (name == "none") return Act::None;
-  if (name == "relu") return Act::ReLU;
-  if (name == "gelu") return Act::GELU;
-  if (name == "gelu_tanh") return Act::GELUTanh;
-  if (name == "silu") return Act::SiLU;
-  if (name == "mish") return Act::Mish;
-  TORCH_CHECK_VALUE(false, "activation must be one of 'none', 'relu', 'gelu', 'gelu_tanh', 'silu', 'mish'; got '",
-                    name, "'");
+  std::string names;  // "'none', 'relu', ...", for the error
+#define MTNN_ACT_PARSE(id, act_name)                        \
+  if (name == act_name) return Act::id;                     \
+  names += std::string(names.empty() ? "'" : ", '") + act_name + "'";
+  MTNN_FOR_EACH_ACT(MTNN_ACT_PARSE)
+#undef MTNN_ACT_PARSE
+  TORCH_CHECK_VALUE(false, "activation must be one of ", names, "; got '", name, "'");
 }
 
 }  // namespace minitorch_nn

@@ -7,8 +7,8 @@
 
 namespace minitorch_nn {
 
-// "none" | "relu" | "gelu" | "gelu_tanh" | "silu" | "mish"; anything else is a TORCH_CHECK error
-// (ValueError in Python) that lists the valid names.
+// The Act named by `name` (MTNN_FOR_EACH_ACT in activation.h); anything else is a TORCH_CHECK
+// error (ValueError in Python) that lists the valid names.
 Act parse_activation(const std::string& name);
 
 }  // namespace minitorch_nn

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -835,10 +836,23 @@ def test_16_bit_input_with_float32_parameters_is_accepted_like_torch(fused, thei
     torch.testing.assert_close(actual, expected)
 
 
+def test_python_and_cpp_list_the_same_activations():
+    # C++ lists the activations once (MTNN_FOR_EACH_ACT in csrc/activation.h); the op's error
+    # for an unknown name is generated from that list, so it shows what C++ accepts.
+    with pytest.raises(ValueError, match="activation must be one of") as error:
+        torch.ops.minitorch_nn.layer_norm_act(torch.randn(2, 3), [3], None, None, 1e-5, "tanh")
+    listed = re.findall(r"'(\w+)'", str(error.value).split(";")[0])
+    assert tuple(listed) == K.ACTIVATIONS
+    for name in K.ACTIVATIONS:  # and each is accepted
+        torch.ops.minitorch_nn.layer_norm_act(torch.randn(2, 3), [3], None, None, 1e-5, name)
+
+
 def test_one_value_per_channel_in_training_is_a_value_error_from_the_op_itself():
-    # The Python function checks first; the op checks too (torch.compile and opcheck call it directly).
+    # The op checks (the Python function leaves it to the op: torch.compile and opcheck call it directly).
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         torch.ops.minitorch_nn.batch_norm_act(torch.randn(1, 3, 1), None, None, None, None, True, 0.1, 1e-5, "relu")
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        K.batch_norm_act(torch.randn(1, 3, 1), None, None, training=True)
     # In eval the running statistics normalize, so one sample is fine.
     y = K.batch_norm_act(torch.randn(1, 3), torch.zeros(3), torch.ones(3), training=False)
     assert torch.isfinite(y).all()
@@ -904,24 +918,26 @@ def test_parameter_on_another_device_raises_like_torch(ours, theirs):
 # --- repeatability and the derivative bounds ------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("op", "shape", "params"),
-    [
-        pytest.param(lambda x, w, b: K.layer_norm_act(x, 67, w, b), (200, 67), 67, id="layer_norm"),
-        pytest.param(
-            lambda x, w, b: K.batch_norm_act(x, None, None, w, b, True, activation="silu"), (8, 37, 9, 7), 37, id="nchw"
+# Reductions that split rows into chunks: LayerNorm's dγ/dβ, and channels_last / 2-D BatchNorm's
+# statistics and sums (over more than 64 rows, so several chunks).
+CHUNKED_CASES = [
+    pytest.param(lambda x, w, b: K.layer_norm_act(x, 67, w, b), (200, 67), 67, id="layer_norm"),
+    pytest.param(
+        lambda x, w, b: K.batch_norm_act(x, None, None, w, b, True, activation="silu"), (8, 37, 9, 7), 37, id="nchw"
+    ),
+    pytest.param(
+        lambda x, w, b: K.batch_norm_act(
+            x.contiguous(memory_format=torch.channels_last), None, None, w, b, True, activation="silu"
         ),
-        pytest.param(
-            lambda x, w, b: K.batch_norm_act(
-                x.contiguous(memory_format=torch.channels_last), None, None, w, b, True, activation="silu"
-            ),
-            (8, 37, 9, 7),
-            37,
-            id="channels_last",
-        ),
-        pytest.param(lambda x, w, b: K.batch_norm_act(x, None, None, w, b, True), (600, 37), 37, id="2d"),
-    ],
-)
+        (8, 37, 9, 7),
+        37,
+        id="channels_last",
+    ),
+    pytest.param(lambda x, w, b: K.batch_norm_act(x, None, None, w, b, True), (600, 37), 37, id="2d"),
+]
+
+
+@pytest.mark.parametrize(("op", "shape", "params"), CHUNKED_CASES)
 @devices
 def test_backward_is_bitwise_repeatable(device, op, shape, params):
     # dγ and dβ sum over rows in a fixed number of chunks added in a fixed order, whichever thread
@@ -933,6 +949,28 @@ def test_backward_is_bitwise_repeatable(device, op, shape, params):
     first, second = (torch.autograd.grad(op(x, w, b), (x, w, b), dy) for _ in range(2))
     for a, b_ in zip(first, second, strict=True):
         assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize(("op", "shape", "params"), CHUNKED_CASES)
+def test_results_do_not_depend_on_the_thread_count(op, shape, params):
+    # The number of chunks depends on the input alone (num_chunks in csrc/cpu/norm_act.cpp), so 1, 2
+    # or 3 threads compute the same partial sums and add them in the same order: bitwise equal.
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=g).requires_grad_()
+    w, b = (torch.randn(params, generator=g).requires_grad_() for _ in range(2))
+    dy = torch.randn(shape, generator=g)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            y = op(x, w, b)
+            results.append((y.detach(), *torch.autograd.grad(y, (x, w, b), dy)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other, strict=True):
+            assert torch.equal(a, b_)
 
 
 @pytest.mark.parametrize("activation", K.ACTIVATIONS)

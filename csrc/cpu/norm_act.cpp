@@ -38,10 +38,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cmath>
 #include <vector>
 
+#include "../bn_shape.h"
 #include "../norm_act_checks.h"
 #include "../ops.h"
 #include "vec_math.h"
@@ -155,8 +157,13 @@ void for_each_chunk(int64_t n, int64_t chunks, const F& fn) {
   });
 }
 
+// How many chunks a reduction over `rows` splits into: one per `min_rows_per_chunk` rows, at most
+// kMaxChunks (so up to 64 threads share the work). It depends on the input alone, never on the
+// thread count: the chunks' partial sums, and so the result, are bitwise the same on one thread
+// or many (tests/test_norm_act.py::test_results_do_not_depend_on_the_thread_count).
+constexpr int64_t kMaxChunks = 64;
 inline int64_t num_chunks(int64_t rows, int64_t min_rows_per_chunk) {
-  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / std::max<int64_t>(1, min_rows_per_chunk)));
+  return std::clamp<int64_t>(rows / std::max<int64_t>(1, min_rows_per_chunk), 1, kMaxChunks);
 }
 
 // Channels per parallel task when each channel holds R values: enough that a task does ~32K
@@ -342,15 +349,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_backward_cpu(
 // ---------------------------------------------------------------------------------------------
 // BatchNorm + activation
 //
-// Both layouts reduce to "for each channel c, the values x[c] at R positions". A Layout gives
-// the two loops every pass needs: over the contiguous runs of one channel (NCHW), or over rows
-// of C channels (channels_last).
-
-struct BNShape {
-  int64_t B, C, S;  // batch, channels, spatial positions per sample
-  bool channels_last;
-  int64_t R() const { return B * S; }
-};
+// Both layouts reduce to "for each channel c, the values x[c] at R positions" (BNShape,
+// csrc/bn_shape.h); each pass has two loops, one per layout: over the contiguous runs of one
+// channel (NCHW, parallel over channels), or over rows of C channels (channels_last, parallel over
+// chunks of rows).
 
 // Per-channel Σ g(x) over all R values, for NCHW: runs of S values, parallel over channels.
 template <typename scalar_t, typename acc_t, typename G>
@@ -365,35 +367,43 @@ void channel_sums_nchw(const scalar_t* X, const BNShape& s, double* out, const G
   });
 }
 
-// Per-channel Σ g(x) for channels_last: rows of C channels. Each chunk of rows sums into its own
-// (C,) partials, in blocks of rows (acc_t) added into double; then the chunks in order.
-template <typename scalar_t, typename acc_t, typename G>
-void channel_sums_nhwc(const scalar_t* X, const BNShape& s, double* out, const G& g_vec_scalar) {
+// NS per-channel sums for channels_last: rows of C channels. g(r, j, n) gives, for row r and
+// channels j..j+n (n ≤ K), NS vectors to add to the NS sums (its lanes past n are ignored). Each
+// chunk of rows sums into its own partials, in blocks of rows (acc_t) added into double; then the
+// chunks are added in order.
+template <int NS, typename acc_t, typename G>
+void channel_sums_nhwc(const BNShape& s, std::array<double*, NS> out, const G& g) {
   using V = Vectorized<acc_t>;
   constexpr int64_t K = V::size();
   const int64_t R = s.R(), C = s.C;
   const int64_t chunks = num_chunks(R, 64);
-  std::vector<double> partial(chunks * C, 0.0);
+  std::vector<double> partial(chunks * NS * C, 0.0);
   const int64_t block_rows = std::max<int64_t>(1, kBlock / 16);
   for_each_chunk(R, chunks, [&](int64_t chunk, int64_t r0, int64_t r1) {
-    std::vector<acc_t> block(C);
-    double* part = partial.data() + chunk * C;
+    std::vector<acc_t> block(NS * C);
+    double* part = partial.data() + chunk * NS * C;
     for (int64_t rb = r0; rb < r1; rb += block_rows) {
       std::fill(block.begin(), block.end(), acc_t(0));
       const int64_t rend = std::min(r1, rb + block_rows);
       for (int64_t r = rb; r < rend; ++r) {
-        const scalar_t* x = X + r * C;
-        int64_t j = 0;
-        for (; j + K <= C; j += K) store(block.data() + j, load(block.data() + j) + g_vec_scalar(load(x + j), j, K));
-        if (j < C) store(block.data() + j, load(block.data() + j, C - j) + g_vec_scalar(load(x + j, C - j), j, C - j), C - j);
+        for (int64_t j = 0; j < C; j += K) {
+          const int64_t n = std::min<int64_t>(K, C - j);
+          const std::array<V, NS> v = g(r, j, n);
+          for (int k = 0; k < NS; ++k) {
+            acc_t* sum = block.data() + k * C + j;
+            store(sum, load(sum, n) + v[k], n);
+          }
+        }
       }
-      for (int64_t j = 0; j < C; ++j) part[j] += block[j];
+      for (int64_t i = 0; i < NS * C; ++i) part[i] += block[i];
     }
   });
-  for (int64_t j = 0; j < C; ++j) {
-    double t = 0;
-    for (int64_t k = 0; k < chunks; ++k) t += partial[k * C + j];
-    out[j] = t;
+  for (int k = 0; k < NS; ++k) {
+    for (int64_t j = 0; j < C; ++j) {
+      double t = 0;
+      for (int64_t c = 0; c < chunks; ++c) t += partial[(c * NS + k) * C + j];
+      out[k][j] = t;
+    }
   }
 }
 
@@ -405,7 +415,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
   if (p.done) return p.returned();
   const Act act = p.act;
   const at::Tensor& input = p.input;
-  const BNShape s{p.B, p.C, p.S, p.channels_last};
+  const BNShape s = p.shape();
   const int64_t C = s.C, R = s.R();
   const auto acc = at::toOpMathType(input.scalar_type());
   const auto acc_opts = input.options().dtype(acc);
@@ -434,14 +444,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
           };
         });
       } else {
-        channel_sums_nhwc<scalar_t, acc_t>(X, s, sum.data(), [](const V& v, int64_t, int64_t) { return v; });
+        channel_sums_nhwc<1, acc_t>(s, {sum.data()}, [&](int64_t r, int64_t j, int64_t n) {
+          return std::array<V, 1>{load(X + r * C + j, n)};
+        });
         for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<acc_t>(sum[c] / R);
-        channel_sums_nhwc<scalar_t, acc_t>(
-            X, s, m2.data(),
-            [&](const V& v, int64_t j, int64_t n) {
-              const V d = v - load(mean + j, n);
-              return d * d;  // lanes past n: (0 − 0)² = 0, as load zero-fills both
-            });
+        channel_sums_nhwc<1, acc_t>(s, {m2.data()}, [&](int64_t r, int64_t j, int64_t n) {
+          const V d = load(X + r * C + j, n) - load(mean + j, n);
+          return std::array<V, 1>{d * d};
+        });
       }
       std::vector<acc_t> rm_value(C), rv_value(C);
       for (int64_t c = 0; c < C; ++c) {
@@ -462,10 +472,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
         new_rm.copy_(at::from_blob(rm_value.data(), {C}, acc_opts.device(at::kCPU)));
         new_rv.copy_(at::from_blob(rv_value.data(), {C}, acc_opts.device(at::kCPU)));
       }
-    } else {
-      save_mean.copy_(*running_mean);
-      save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
-    }
+    }  // (in eval, the plan has set mean and rstd from the running statistics)
     // y = f((x − μ)·scale + β), scale = γ·rstd.
     std::vector<acc_t> scale(C);
     const acc_t* pw = w.const_data_ptr<acc_t>();
@@ -512,7 +519,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
   if (p.done) return p.returned();
   const Act act = p.act;
   const at::Tensor &input = p.input, &grad_out = p.grad_out, &save_mean = p.save_mean, &save_rstd = p.save_rstd;
-  const BNShape s{p.B, p.C, p.S, p.channels_last};
+  const BNShape s = p.shape();
   const int64_t C = s.C, R = s.R();
   const auto acc = at::toOpMathType(input.scalar_type());
   const bool need_dw = p.need_dw, need_db = p.need_db;
@@ -567,38 +574,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
           }
         });
       } else {
-        const int64_t chunks = num_chunks(R, 64);
-        std::vector<double> part(2 * chunks * C, 0.0);
-        const int64_t block_rows = std::max<int64_t>(1, kBlock / 16);
-        for_each_chunk(R, chunks, [&](int64_t chunk, int64_t r0, int64_t r1) {
-          std::vector<acc_t> a(C), ax(C);
-          double* p_dz = part.data() + 2 * chunk * C;
-          double* p_dzx = p_dz + C;
-          for (int64_t rb = r0; rb < r1; rb += block_rows) {
-            std::fill(a.begin(), a.end(), acc_t(0));
-            std::fill(ax.begin(), ax.end(), acc_t(0));
-            const int64_t rend = std::min(r1, rb + block_rows);
-            for (int64_t r = rb; r < rend; ++r) {
-              for (int64_t j = 0; j < C; j += K) {
-                const int64_t n = std::min<int64_t>(K, C - j);
-                const auto [xhat, dz] = xhat_dz(load(X + r * C + j, n), load(dY + r * C + j, n), load(mean + j, n),
-                                                load(rstd + j, n), load(pw + j, n), load(pb + j, n));
-                store(a.data() + j, load(a.data() + j, n) + dz, n);
-                store(ax.data() + j, at::vec::fmadd(dz, xhat, load(ax.data() + j, n)), n);
-              }
-            }
-            for (int64_t j = 0; j < C; ++j) {
-              p_dz[j] += a[j];
-              p_dzx[j] += ax[j];
-            }
-          }
+        channel_sums_nhwc<2, acc_t>(s, {sum_dz.data(), sum_dz_xhat.data()}, [&](int64_t r, int64_t j, int64_t n) {
+          const auto [xhat, dz] = xhat_dz(load(X + r * C + j, n), load(dY + r * C + j, n), load(mean + j, n),
+                                          load(rstd + j, n), load(pw + j, n), load(pb + j, n));
+          return std::array<V, 2>{dz, dz * xhat};
         });
-        for (int64_t j = 0; j < C; ++j) {
-          for (int64_t k = 0; k < chunks; ++k) {
-            sum_dz[j] += part[2 * k * C + j];
-            sum_dz_xhat[j] += part[2 * k * C + C + j];
-          }
-        }
       }
       if (!output_mask[0]) return;
       // Pass 2: dx = γ·rstd·(dz − mean(dz) − x̂·mean(dz·x̂)) in training, γ·rstd·dz in eval;

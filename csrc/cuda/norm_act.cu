@@ -2,7 +2,7 @@
 //
 // Plain CUDA C++ (no torch headers): `nvcc -c` checks this file on any machine with nvcc. The
 // launchers are declared, with their contracts, in norm_act.h; the torch glue is norm_act_ops.cpp.
-// The math is the CPU file's (csrc/cpu/norm_act.cpp), and f, f' come from csrc/activation.h:
+// The formulas are the CPU file's (csrc/cpu/norm_act.cpp), and f, f' come from csrc/activation.h:
 //   forward   x̂ = (x − μ)·rstd,  z = γ·x̂ + β,  y = f(z)             rstd = 1/√(σ² + eps)
 //   backward  dz = dy·f'(z),  dβ = Σ dz,  dγ = Σ dz·x̂
 //             dx = γ·rstd·(dz − mean(dz) − x̂·mean(dz·x̂))   (training: terms 1, 2, 3)
@@ -29,8 +29,10 @@
 //   global memory for a block: a thread owns its columns, so there are no races); a second
 //   kernel adds the partial rows in a fixed order. The number of workers depends only on M and N,
 //   so results are bitwise repeatable run to run.
-// BatchNorm. Per-channel reductions (training statistics as Welford states; the backward's Σdz and
-//   Σdz·x̂) split R into a fixed number of chunks per channel; a block reduces one chunk with a
+// BatchNorm. Per-channel reductions (the backward's Σdz and Σdz·x̂; the training statistics as
+//   Welford states, csrc/welford.h, in one pass, where the CPU makes two passes, the mean and then
+//   Σ(x − μ)²: a GPU pass over x costs as much as the arithmetic, and Welford is as stable) split R
+//   into a fixed number of chunks per channel; a block reduces one chunk with a
 //   fixed-shape tree, a finalize kernel merges the chunks in order. Elementwise passes (the
 //   forward output, the backward dx) use 2-D grids: an "outer" index (NCHW planes or
 //   channels_last rows) on y, vectors along the contiguous "inner" dim on x, so the channel of an
@@ -46,6 +48,7 @@
 #include <cstdint>
 
 #include "common.cuh"
+#include "../welford.h"
 #include "norm_act.h"
 
 namespace minitorch_nn {
@@ -484,7 +487,7 @@ __device__ __forceinline__ void tree_reduce(State* sh, int tid, int count) {
 // out[c·K + k] = the chunk's state.
 template <typename Op>
 __global__ void __launch_bounds__(kReduceThreads)
-    bn_reduce_nchw(Op op, BNLayout s, int64_t K, typename Op::State* __restrict__ out) {
+    bn_reduce_nchw(Op op, BNShape s, int64_t K, typename Op::State* __restrict__ out) {
   using State = typename Op::State;
   __shared__ State sh[kReduceThreads];
   const int tid = threadIdx.x;
@@ -519,7 +522,7 @@ __global__ void __launch_bounds__(kReduceThreads)
 // channel c0 + tx over rows ty, ty + 8, ... of chunk k; then row 0 merges the 8 in order.
 template <typename Op>
 __global__ void __launch_bounds__(kClTileC* kClTileR)
-    bn_reduce_cl(Op op, BNLayout s, int64_t K, typename Op::State* __restrict__ out) {
+    bn_reduce_cl(Op op, BNShape s, int64_t K, typename Op::State* __restrict__ out) {
   using State = typename Op::State;
   __shared__ State sh[kClTileR][kClTileC];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -642,7 +645,7 @@ struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1
 // registers and 8 bytes of spills a thread; asked for 3 blocks it fits in 62, and no float32,
 // bfloat16 or float16 instantiation spills (.ci/cuda_build_check.sh checks).
 template <Act A, bool kChannelsLast, int V, typename Op>
-__global__ void __launch_bounds__(kElementwiseThreads, 3) bn_elementwise(Op op, BNLayout s) {
+__global__ void __launch_bounds__(kElementwiseThreads, 3) bn_elementwise(Op op, BNShape s) {
   const int64_t inner = kChannelsLast ? s.C : s.S;
   const int64_t outer = kChannelsLast ? s.B * s.S : s.B * s.C;
   const int64_t nvec = inner / V;
@@ -662,7 +665,7 @@ __global__ void __launch_bounds__(kElementwiseThreads, 3) bn_elementwise(Op op, 
 // Launch shape of an elementwise pass: as many threads along the run as it has vectors (a power
 // of two up to 256), the rest of the 256 across runs.
 template <Act A, bool kChannelsLast, int V, typename Op>
-cudaError_t launch_elementwise(const Op& op, const BNLayout& s, cudaStream_t stream) {
+cudaError_t launch_elementwise(const Op& op, const BNShape& s, cudaStream_t stream) {
   const int64_t inner = s.channels_last ? s.C : s.S;
   const int64_t outer = s.channels_last ? s.B * s.S : s.B * s.C;
   const int64_t nvec = inner / V;
@@ -679,7 +682,7 @@ cudaError_t launch_elementwise(const Op& op, const BNLayout& s, cudaStream_t str
 // Chunks per channel for the reductions: a function of the shape only (so results are bitwise
 // repeatable), enough blocks in all to fill a large GPU, and at least ~4096 (NCHW) or 256
 // (channels_last) values per chunk. MEASURE.
-int64_t reduce_chunks(const BNLayout& s) {
+int64_t reduce_chunks(const BNShape& s) {
   const int64_t R = s.B * s.S;
   const int64_t K = s.channels_last ? std::min(ceil_div(R, 256), ceil_div(2048, ceil_div(s.C, kClTileC)))
                                     : std::min(ceil_div(R, 4096), ceil_div(2048, s.C));
@@ -687,7 +690,7 @@ int64_t reduce_chunks(const BNLayout& s) {
 }
 
 template <typename Op>
-cudaError_t launch_reduce(const Op& op, const BNLayout& s, int64_t K, typename Op::State* out, cudaStream_t stream) {
+cudaError_t launch_reduce(const Op& op, const BNShape& s, int64_t K, typename Op::State* out, cudaStream_t stream) {
   if (s.channels_last) {
     const dim3 grid(static_cast<unsigned>(std::min(ceil_div(s.C, kClTileC), kMaxGrid)), static_cast<unsigned>(K));
     bn_reduce_cl<<<grid, dim3(kClTileC, kClTileR), 0, stream>>>(op, s, K, out);
@@ -806,12 +809,12 @@ cudaError_t layer_norm_act_backward(Act act, const T* dy, const T* x, const acc_
 }
 
 template <typename T>
-size_t batch_norm_act_stats_workspace_bytes(BNLayout s) {
+size_t batch_norm_act_stats_workspace_bytes(BNShape s) {
   return round_up(static_cast<size_t>(s.C * reduce_chunks(s)) * sizeof(Welford<acc_type<T>>));
 }
 
 template <typename T>
-cudaError_t batch_norm_act_stats(const T* x, BNLayout s, const acc_type<T>* running_mean,
+cudaError_t batch_norm_act_stats(const T* x, BNShape s, const acc_type<T>* running_mean,
                                  const acc_type<T>* running_var, double momentum, double eps, acc_type<T>* save_mean,
                                  acc_type<T>* save_rstd, acc_type<T>* new_running_mean,
                                  acc_type<T>* new_running_var, void* workspace, cudaStream_t stream) {
@@ -829,7 +832,7 @@ cudaError_t batch_norm_act_stats(const T* x, BNLayout s, const acc_type<T>* runn
 }
 
 template <typename T>
-cudaError_t batch_norm_act_apply(Act act, const T* x, BNLayout s, const acc_type<T>* mean, const acc_type<T>* rstd,
+cudaError_t batch_norm_act_apply(Act act, const T* x, BNShape s, const acc_type<T>* mean, const acc_type<T>* rstd,
                                  const acc_type<T>* weight, const acc_type<T>* bias, T* y, cudaStream_t stream) {
   if (s.C == 0 || s.B * s.S == 0) return cudaSuccess;
   constexpr int kV = vec_width<T>();
@@ -845,14 +848,14 @@ cudaError_t batch_norm_act_apply(Act act, const T* x, BNLayout s, const acc_type
 }
 
 template <typename T>
-size_t batch_norm_act_backward_workspace_bytes(BNLayout s) {
+size_t batch_norm_act_backward_workspace_bytes(BNShape s) {
   using acc_t = acc_type<T>;
   return round_up(static_cast<size_t>(s.C * reduce_chunks(s)) * sizeof(GradSums<acc_t>)) +
          round_up(3 * static_cast<size_t>(s.C) * sizeof(acc_t));
 }
 
 template <typename T>
-cudaError_t batch_norm_act_backward(Act act, const T* dy, const T* x, BNLayout s, const acc_type<T>* mean,
+cudaError_t batch_norm_act_backward(Act act, const T* dy, const T* x, BNShape s, const acc_type<T>* mean,
                                     const acc_type<T>* rstd, const acc_type<T>* weight, const acc_type<T>* bias,
                                     bool training, T* dx, acc_type<T>* dweight, acc_type<T>* dbias, void* workspace,
                                     cudaStream_t stream) {
@@ -892,14 +895,14 @@ cudaError_t batch_norm_act_backward(Act act, const T* dy, const T* x, BNLayout s
   template cudaError_t layer_norm_act_backward<T>(Act, const T*, const T*, const acc_type<T>*, const acc_type<T>*,  \
                                                   const acc_type<T>*, const acc_type<T>*, T*, T*, T*, void*, int64_t, \
                                                   int64_t, cudaStream_t);                                            \
-  template size_t batch_norm_act_stats_workspace_bytes<T>(BNLayout);                                                 \
-  template cudaError_t batch_norm_act_stats<T>(const T*, BNLayout, const acc_type<T>*, const acc_type<T>*, double,  \
+  template size_t batch_norm_act_stats_workspace_bytes<T>(BNShape);                                                 \
+  template cudaError_t batch_norm_act_stats<T>(const T*, BNShape, const acc_type<T>*, const acc_type<T>*, double,  \
                                                double, acc_type<T>*, acc_type<T>*, acc_type<T>*, acc_type<T>*, void*, \
                                                cudaStream_t);                                                        \
-  template cudaError_t batch_norm_act_apply<T>(Act, const T*, BNLayout, const acc_type<T>*, const acc_type<T>*,     \
+  template cudaError_t batch_norm_act_apply<T>(Act, const T*, BNShape, const acc_type<T>*, const acc_type<T>*,     \
                                                const acc_type<T>*, const acc_type<T>*, T*, cudaStream_t);            \
-  template size_t batch_norm_act_backward_workspace_bytes<T>(BNLayout);                                              \
-  template cudaError_t batch_norm_act_backward<T>(Act, const T*, const T*, BNLayout, const acc_type<T>*,            \
+  template size_t batch_norm_act_backward_workspace_bytes<T>(BNShape);                                              \
+  template cudaError_t batch_norm_act_backward<T>(Act, const T*, const T*, BNShape, const acc_type<T>*,            \
                                                   const acc_type<T>*, const acc_type<T>*, const acc_type<T>*, bool, \
                                                   T*, acc_type<T>*, acc_type<T>*, void*, cudaStream_t);
 

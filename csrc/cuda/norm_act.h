@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "../activation.h"
+#include "../bn_shape.h"
 
 namespace minitorch_nn {
 namespace cuda {
@@ -38,12 +39,7 @@ struct AccType<double> {
 template <typename scalar_t>
 using acc_type = typename AccType<scalar_t>::type;
 
-// BatchNorm's input as the kernels read it. NCHW: B·C planes of S contiguous values.
-// channels_last (and 2-D (B, C) input, S = 1): R = B·S rows of C contiguous channels.
-struct BNLayout {
-  int64_t B, C, S;
-  bool channels_last;
-};
+// BatchNorm's input as the kernels read it: BNShape (csrc/bn_shape.h), shared with the CPU.
 
 // ---- LayerNorm + activation -----------------------------------------------------------------
 
@@ -68,7 +64,7 @@ cudaError_t layer_norm_act_backward(Act act, const scalar_t* dy, const scalar_t*
 // ---- BatchNorm + activation -----------------------------------------------------------------
 
 template <typename scalar_t>
-size_t batch_norm_act_stats_workspace_bytes(BNLayout s);
+size_t batch_norm_act_stats_workspace_bytes(BNShape s);
 
 // Training statistics: per channel μ (save_mean) and rstd = 1/√(σ² + eps) (biased σ²). When
 // new_running_mean is not null, also
@@ -76,7 +72,7 @@ size_t batch_norm_act_stats_workspace_bytes(BNLayout s);
 //   new_running_var  = (1 − momentum)·running_var  + momentum·σ²·R/(R − 1)   (unbiased),
 // as the CPU op computes them. Needs R ≥ 2.
 template <typename scalar_t>
-cudaError_t batch_norm_act_stats(const scalar_t* x, BNLayout s, const acc_type<scalar_t>* running_mean,
+cudaError_t batch_norm_act_stats(const scalar_t* x, BNShape s, const acc_type<scalar_t>* running_mean,
                                  const acc_type<scalar_t>* running_var, double momentum, double eps,
                                  acc_type<scalar_t>* save_mean, acc_type<scalar_t>* save_rstd,
                                  acc_type<scalar_t>* new_running_mean, acc_type<scalar_t>* new_running_var,
@@ -84,18 +80,18 @@ cudaError_t batch_norm_act_stats(const scalar_t* x, BNLayout s, const acc_type<s
 
 // y = f((x − μ)·γ·rstd + β) per channel, y in x's layout.
 template <typename scalar_t>
-cudaError_t batch_norm_act_apply(Act act, const scalar_t* x, BNLayout s, const acc_type<scalar_t>* mean,
+cudaError_t batch_norm_act_apply(Act act, const scalar_t* x, BNShape s, const acc_type<scalar_t>* mean,
                                  const acc_type<scalar_t>* rstd, const acc_type<scalar_t>* weight,
                                  const acc_type<scalar_t>* bias, scalar_t* y, cudaStream_t stream);
 
 template <typename scalar_t>
-size_t batch_norm_act_backward_workspace_bytes(BNLayout s);
+size_t batch_norm_act_backward_workspace_bytes(BNShape s);
 
 // Per channel dβ = Σdz and dγ = Σdz·x̂ (acc_t, each skipped when null), and dx (skipped when null):
 //   training  dx = γ·rstd·(dz − mean(dz) − x̂·mean(dz·x̂))
 //   eval      dx = γ·rstd·dz
 template <typename scalar_t>
-cudaError_t batch_norm_act_backward(Act act, const scalar_t* dy, const scalar_t* x, BNLayout s,
+cudaError_t batch_norm_act_backward(Act act, const scalar_t* dy, const scalar_t* x, BNShape s,
                                     const acc_type<scalar_t>* mean, const acc_type<scalar_t>* rstd,
                                     const acc_type<scalar_t>* weight, const acc_type<scalar_t>* bias, bool training,
                                     scalar_t* dx, acc_type<scalar_t>* dweight, acc_type<scalar_t>* dbias,

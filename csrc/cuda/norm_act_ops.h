@@ -94,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
   BatchNormActPlan p = plan_batch_norm_act(input_, weight, bias, running_mean, running_var, training, eps, activation);
   if (p.done) return p.returned();
   const at::Tensor& input = p.input;
-  const cuda::BNLayout s{p.B, p.C, p.S, p.channels_last};
+  const BNShape s = p.shape();
   const auto acc = at::toOpMathType(input.scalar_type());
   Dev::poison(p.out);
   const cudaStream_t stream = Dev::stream();
@@ -124,10 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
         copy_into(p.new_running_mean, rm_out);
         copy_into(p.new_running_var, rv_out);
       }
-    } else {
-      p.save_mean.copy_(*running_mean);
-      p.save_rstd.copy_(running_var->to(acc).add(eps).rsqrt());
-    }
+    }  // (in eval, the plan has set save_mean and save_rstd from the running statistics)
     Dev::check(cuda::batch_norm_act_apply(p.act, cptr<scalar_t>(input), s, p.save_mean.const_data_ptr<acc_t>(),
                                           p.save_rstd.const_data_ptr<acc_t>(), p.w.const_data_ptr<acc_t>(),
                                           p.b.const_data_ptr<acc_t>(), mptr<scalar_t>(p.out), stream));
@@ -145,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward(
       plan_batch_norm_act_backward(grad_out_, input_, save_mean_, save_rstd_, weight, bias, activation, output_mask);
   if (p.done) return p.returned();
   const at::Tensor& input = p.input;
-  const cuda::BNLayout s{p.B, p.C, p.S, p.channels_last};
+  const BNShape s = p.shape();
   const auto acc = at::toOpMathType(input.scalar_type());
   if (output_mask[0]) Dev::poison(p.grad_input);
   const cudaStream_t stream = Dev::stream();

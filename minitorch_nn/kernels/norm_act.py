@@ -208,13 +208,7 @@ def batch_norm_act(
     """
     require()
     _check_activation(activation)
-    if training:
-        # torch.nn.functional.batch_norm's check, with its message and exception type.
-        values = input.shape[0]
-        for side in input.shape[2:]:
-            values *= side
-        if values == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+    # (One value per channel in training is torch's ValueError, raised by the op itself.)
     out, _mean, _rstd, new_running_mean, new_running_var = torch.ops.minitorch_nn.batch_norm_act(
         input, weight, bias, running_mean, running_var, training, float(momentum), float(eps), activation
     )

@@ -199,18 +199,6 @@ struct Case {
   int64_t x_gap, y_gap;  // extra elements after each pixel's channels (multiples of 8): padded strides
 };
 
-const char* act_name(Act a) {
-  switch (a) {
-    case Act::None: return "none";
-    case Act::ReLU: return "relu";
-    case Act::GELU: return "gelu";
-    case Act::GELUTanh: return "gelu_tanh";
-    case Act::SiLU: return "silu";
-    case Act::Mish: return "mish";
-  }
-  return "?";
-}
-
 double act_ref(Act act, double z) {
   return minitorch_nn::dispatch_act(act, [&](auto a) { return minitorch_nn::act_forward<decltype(a)::value>(z); });
 }
@@ -268,7 +256,7 @@ bool check_conv(const Case& c) {
                 "%-8s N=%lld C=%lld %lldx%lld O=%lld k=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld %s%s%s",
                 name_of<T>(), (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.O,
                 (long long)c.kh, (long long)c.kw, (long long)c.sh, (long long)c.sw, (long long)c.ph, (long long)c.pw,
-                (long long)c.dh, (long long)c.dw, act_name(c.act), c.bias ? " +bias" : "",
+                (long long)c.dh, (long long)c.dw, minitorch_nn::activation_name(c.act), c.bias ? " +bias" : "",
                 c.x_gap || c.y_gap ? " strided" : "");
   bool ok = minitorch_nn::cuda::conv2d_mma_supported<T>(s, xs, ws, ys);
   if (!ok) std::printf("FAIL %s: conv2d_mma_supported says no\n", what);
