@@ -435,7 +435,7 @@ def heap_in_use() -> int | None:
     """
     try:
         mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
         return None
     mallinfo2.restype = _Mallinfo2
     info = mallinfo2()
