@@ -40,7 +40,8 @@ def _promote_to_float(input: Tensor, op: str) -> Tensor:
     Complex input is refused (NotImplementedError), where torch computes the complex function:
     a deliberate difference. The stable real formulas here would silently drop the imaginary
     part, and the complex ones (with their poles at iπ/2 + kπi for tanh) are not what these
-    references teach. Pinned by ``test_sigmoid_and_tanh_refuse_complex_input``.
+    references teach. Pinned by
+    ``tests/test_fuzz.py::test_activations_refuse_complex_input_torch_computes_the_complex_function``.
     """
     if input.is_complex():
         raise NotImplementedError(f"{op}: complex input is not supported by the reference (torch accepts it)")

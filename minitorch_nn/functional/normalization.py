@@ -234,11 +234,14 @@ def _channel_shape(input: Tensor) -> tuple[int, ...]:
     return (1, input.shape[1], *([1] * (input.dim() - 2)))
 
 
-def _check_vector(name: str, t: Tensor | None, size: int, input: Tensor) -> None:
+def _check_vector_size(name: str, t: Tensor | None, size: int) -> None:
+    if t is not None and t.numel() != size:
+        raise RuntimeError(f"{name} should contain {size} elements not {t.numel()}")
+
+
+def _check_vector_dtype(name: str, t: Tensor | None, input: Tensor) -> None:
     if t is None:
         return
-    if t.numel() != size:
-        raise RuntimeError(f"{name} should contain {size} elements not {t.numel()}")
     if t.dtype != input.dtype and not (input.dtype in (torch.float16, torch.bfloat16) and t.dtype == torch.float32):
         raise RuntimeError(f"{name} has dtype {t.dtype} but input has {input.dtype}: expected the same")
 
@@ -272,6 +275,7 @@ def batch_norm(
         ValueError: training with one value per channel (N · L == 1), as torch.
         RuntimeError: a running statistic or parameter whose size is not C, or missing running
             statistics in evaluation, as torch.
+        IndexError: input with fewer than 2 dims (no channel dim), as torch.
 
     Example::
 
@@ -294,17 +298,26 @@ def batch_norm(
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
-    if input.dim() < 2:
-        raise RuntimeError(f"batch_norm: expected an input of shape (N, C, *), got {input.dim()}-D input")
-    channels = input.shape[1]
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
-    check_floating(input, "batch_norm")
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
-        _check_vector(name, t, channels, input)
+    # torch's order: every size (against C, or 0 for input without a channel dim), the pairing of
+    # the running statistics, the input's rank and dtype, then the parameters' dtypes.
+    channels = input.shape[1] if input.dim() >= 2 else 0
+    vectors = (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias))
+    for name, t in vectors:
+        _check_vector_size(name, t, channels)
     if training and (running_mean is None) != (running_var is None):
         # Checked before anything is computed, so running_mean is left as it was.
         raise ValueError("running_mean and running_var must either both be None or neither be None")
+    if input.dim() < 2:  # there is no channel dim 1 to normalize over: torch's IndexError
+        rank = max(input.dim(), 1)
+        raise IndexError(
+            f"batch_norm: expected an input of shape (N, C, *), got {input.dim()}-D input: dimension 1 is out of "
+            f"range (expected to be in range of [{-rank}, {rank - 1}])"
+        )
+    check_floating(input, "batch_norm")
+    for name, t in vectors:
+        _check_vector_dtype(name, t, input)
     if input.numel() == 0:
         # No values, no statistics: return the empty result without touching the running ones.
         training = False
