@@ -207,6 +207,13 @@ inline LayerNormActPlan plan_layer_norm_act(const at::Tensor& input_, at::IntArr
   return p;
 }
 
+// The rungs of the LayerNorm+act ladder an op variant runs (csrc/cpu/ln_ladder.cpp, csrc/cuda/ln_ladder.cu);
+// rung 4 is the production op, layer_norm_act itself.
+inline void check_ladder_rung(const char* op, int64_t rung) {
+  TORCH_CHECK_VALUE(rung >= 1 && rung <= 3, op, ": rung must be 1, 2 or 3 (rung 4 is layer_norm_act itself), got ",
+                    rung);
+}
+
 struct LayerNormActBackwardPlan {
   Act act;
   at::Tensor grad_out, input, mean, rstd, w, b;  // contiguous
