@@ -65,7 +65,7 @@ def _check_activation(activation: str) -> None:
 
 
 def _check_rung(rung: int | None) -> None:
-    if rung is not None and (isinstance(rung, bool) or rung not in LADDER_RUNGS):
+    if rung is not None and (type(rung) is not int or rung not in LADDER_RUNGS):
         raise ValueError(f"rung must be None (the production kernel) or one of {LADDER_RUNGS}, got {rung!r}")
 
 
