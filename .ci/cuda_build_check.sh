@@ -129,8 +129,8 @@ import minitorch_nn.kernels as K
 
 assert torch.version.cuda, "torch is not a CUDA build"
 assert K.AVAILABLE, K.UNAVAILABLE_REASON
-ops = ("layer_norm_act", "layer_norm_act_backward", "batch_norm_act", "batch_norm_act_backward", "conv2d",
-       "conv2d_backward")
+ops = ("layer_norm_act", "layer_norm_act_backward", "layer_norm_act_ladder", "layer_norm_act_ladder_backward",
+       "batch_norm_act", "batch_norm_act_backward", "conv2d", "conv2d_backward")
 for op in ops:
     assert hasattr(torch.ops.minitorch_nn, op), op
     for key in ("CPU", "CUDA"):

@@ -4,6 +4,10 @@ Implementations of each case:
 
 * ``torch``: eager and unfused, ``act(F.layer_norm(x))`` / ``act(F.batch_norm(x))``: the baseline;
 * ``kernel``: ``minitorch_nn.kernels`` (csrc/cpu/norm_act.cpp, csrc/cuda/norm_act.cu);
+* ``kernel rung 1`` .. ``kernel rung 3`` (LayerNorm+act only): the kernel ladder's rungs
+  (csrc/cpu/ln_ladder.cpp, csrc/cuda/ln_ladder.cu), ``kernel`` being rung 4: the step from one row
+  to the next shows what each rung's idea buys. Rung 1 (one thread on the CPU, a thread per row on a
+  GPU) runs only on shapes of at most ``RUNG1_MAX_ELEMENTS`` values, to keep the suite short;
 * ``torch.compile``: the same two torch calls compiled (``dynamic=False``; compile time excluded),
   which fuses them too: the strongest baseline. Skipped by ``--quick``, where compiling would
   take longer than the whole run;
@@ -42,6 +46,14 @@ TORCH_ACT = {
     "silu": TF.silu,
 }
 REFERENCE_ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
+# LayerNorm+act's ladder rungs below the production kernel (rung 4, "kernel"); rung 1 only up to
+# this many values (4096x1024: ~0.1-0.3 s a call on one core for the forward).
+LADDER_RUNGS = (1, 2, 3)
+RUNG1_MAX_ELEMENTS = 4096 * 1024
+
+
+def ladder_rungs(rows: int, hidden: int) -> tuple[int, ...]:
+    return tuple(r for r in LADDER_RUNGS if r > 1 or rows * hidden <= RUNG1_MAX_ELEMENTS)
 
 
 def _compiled(fn):
@@ -60,11 +72,12 @@ def _compile_setup(fn, inputs, mode, grad_args):
     return setup
 
 
-def _impls(ours, theirs, reference, inputs, mode, grad_args, compile_too):
-    impls = {
-        "torch": autograd_setup(theirs, inputs, mode, grad_args),
-        "kernel": autograd_setup(ours, inputs, mode, grad_args),
-    }
+def _impls(ours, theirs, reference, inputs, mode, grad_args, compile_too, rungs=None):
+    """torch, then ours (each ladder rung of ``rungs``, a function of the rung, then the kernel), ..."""
+    impls = {"torch": autograd_setup(theirs, inputs, mode, grad_args)}
+    for rung, fn in (rungs or {}).items():
+        impls[f"kernel rung {rung}"] = autograd_setup(fn, inputs, mode, grad_args)
+    impls["kernel"] = autograd_setup(ours, inputs, mode, grad_args)
     if compile_too:
         impls["torch.compile"] = _compile_setup(theirs, inputs, mode, grad_args)
     impls["reference"] = autograd_setup(reference, inputs, mode, grad_args)
@@ -96,6 +109,12 @@ def layer_norm_cases(device, shapes, act, dtype, compile_too) -> list[Case]:
                         mode,
                         (0, 1, 2),
                         compile_too,
+                        rungs={
+                            rung: lambda x, w, b, rung=rung: K.layer_norm_act(
+                                x, x.shape[-1], w, b, activation=act, rung=rung
+                            )
+                            for rung in ladder_rungs(rows, hidden)
+                        },
                     ),
                     bytes_moved=(2 if mode == "fwd" else 5) * size,
                     copy_elements=rows * hidden,
@@ -180,7 +199,7 @@ def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
     for rows, hidden in ln_shapes:
         size = rows * hidden * torch.tensor([], dtype=dtype).element_size()
 
-        def setup(kind, rows=rows, hidden=hidden):
+        def setup(kind, rows=rows, hidden=hidden, rung=None):
             def make():
                 torch.manual_seed(0)
                 x = torch.randn(rows, hidden, device=device, dtype=dtype)
@@ -189,7 +208,10 @@ def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
                 dy = torch.randn_like(x)
                 if kind == "kernel":
                     _, mean, rstd = ops.layer_norm_act(x, [hidden], w, b, 1e-5, "gelu")
-                    return lambda: ops.layer_norm_act_backward(dy, x, mean, rstd, [hidden], w, b, "gelu", [True] * 3)
+                    args = (dy, x, mean, rstd, [hidden], w, b, "gelu", [True] * 3)
+                    if rung is not None:
+                        return lambda: ops.layer_norm_act_ladder_backward(*args, rung)
+                    return lambda: ops.layer_norm_act_backward(*args)
                 z, mean, rstd = aten.native_layer_norm(x, [hidden], w, b, 1e-5)
 
                 def torch_backward():
@@ -200,6 +222,9 @@ def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
 
             return make
 
+        impls = {"torch": setup("torch")}
+        impls |= {f"kernel rung {rung}": setup("kernel", rung=rung) for rung in ladder_rungs(rows, hidden)}
+        impls["kernel"] = setup("kernel")
         out.append(
             Case(
                 "norm_act",
@@ -207,7 +232,7 @@ def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
                 shape_str((rows, hidden)),
                 dtype,
                 "bwd",
-                {"torch": setup("torch"), "kernel": setup("kernel")},
+                impls,
                 bytes_moved=3 * size,
                 copy_elements=rows * hidden,
             )

@@ -40,7 +40,7 @@ FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Like for like: our fused norm kernels ask the OS for 2 MiB pages for their outputs
-# (csrc/norm_act_checks.h, huge_pages), which saves page faults torch's allocator pays as shipped.
+# (csrc/huge_pages.h), which saves page faults torch's allocator pays as shipped.
 # torch can do the same (THP_MEM_ALLOC_ENABLE=1, read when torch starts), so for these families
 # the torch baselines are run again in a child process with it set, and "vs torch" is against
 # the faster of the two. The other kernels (conv) allocate plainly, as torch does.

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "conv_shape.h"
-#include "norm_act_checks.h"  // present, check_same_device
+#include "op_checks.h"  // present, check_same_device
 
 namespace minitorch_nn {
 namespace conv {

@@ -38,6 +38,15 @@ TORCH_LIBRARY(minitorch_nn, m) {
   m.def(
       "layer_norm_act_backward(Tensor grad_out, Tensor input, Tensor mean, Tensor rstd, int[] normalized_shape, "
       "Tensor? weight, Tensor? bias, str activation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The same two ops by a rung of the LayerNorm+act kernel ladder (csrc/cpu/ln_ladder.cpp,
+  // csrc/cuda/ln_ladder.cu): rung 1, 2 or 3, each one idea faster than the one before; rung 4 is
+  // layer_norm_act / layer_norm_act_backward themselves. Same arguments, checks and outputs.
+  m.def(
+      "layer_norm_act_ladder(Tensor input, int[] normalized_shape, Tensor? weight, Tensor? bias, float eps, "
+      "str activation, int rung) -> (Tensor out, Tensor mean, Tensor rstd)");
+  m.def(
+      "layer_norm_act_ladder_backward(Tensor grad_out, Tensor input, Tensor mean, Tensor rstd, int[] normalized_shape, "
+      "Tensor? weight, Tensor? bias, str activation, bool[3] output_mask, int rung) -> (Tensor, Tensor, Tensor)");
   // BatchNorm over every dim but 1 (channels), then the activation. In training the batch
   // statistics normalize; in eval the running statistics do. save_mean/save_rstd are the
   // statistics used. The op is functional (torch.library's autograd needs that): instead of

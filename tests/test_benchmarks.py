@@ -144,3 +144,18 @@ def test_the_gpu_conv_family_sets_every_cuda_rung_beside_cudnn_like_for_like():
             assert "NHWC" in c.op
             assert "implicit" in ours
     assert any("mma" in c.impls for c in cases)
+
+
+def test_the_layer_norm_cases_time_every_ladder_rung_beside_the_kernel():
+    # Built (not run): rungs 1-3 next to "kernel" (rung 4) in every LayerNorm+act case, forward and
+    # backward op, on a CPU and a GPU; rung 1 only on the shapes it finishes quickly.
+    from benchmarks import norm_act
+
+    for device in ("cpu", "cuda"):
+        cases = [c for c in norm_act.cases(torch.device(device), quick=False) if c.op.startswith("layer_norm+gelu")]
+        assert cases
+        for c in cases:
+            rows, hidden = (int(s) for s in c.shape.split("x"))
+            rungs = [f"kernel rung {r}" for r in (1, 2, 3) if r > 1 or rows * hidden <= norm_act.RUNG1_MAX_ELEMENTS]
+            ours = [name for name in c.impls if name.startswith("kernel")]
+            assert ours == [*rungs, "kernel"], (c.op, c.shape, c.mode)

@@ -18,7 +18,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import minitorch_nn.functional as F
@@ -285,6 +285,65 @@ def test_layer_norm_act_matches_torch_and_the_reference(device, activation, data
     for norm, acts in ((TF.layer_norm, TORCH_ACT), (F.layer_norm, REFERENCE_ACT)):
         oracle = layer_norm_oracle(norm, shape, eps)
         assert_norm_act_matches(fused, oracle, acts, activation, inputs, tol=tol, band=band)
+
+
+# --- the LayerNorm+act kernel ladder (csrc/cpu/ln_ladder.cpp, rung 4 = csrc/cpu/norm_act.cpp) ---------
+
+
+@st.composite
+def ladder_cases(draw):
+    """layer_norm_inputs (dtypes, odd row lengths, 0 to 16 rows, layouts, affine or not) and an activation."""
+    x, shape, weight, bias, eps = draw(layer_norm_inputs("cpu"))
+    return x, shape, weight, bias, eps, draw(st.sampled_from(K.ACTIVATIONS))
+
+
+def ladder_case(rows, n, dtype, activation):
+    """A fixed case: ``rows`` rows of ``n`` values, γ and β present."""
+    g = torch.Generator().manual_seed(n)
+    x, w, b = (torch.randn(shape, generator=g, dtype=torch.float64).to(dtype) for shape in ((rows, n), n, n))
+    return x.requires_grad_(), (n,), w.requires_grad_(), b.requires_grad_(), 1e-5, activation
+
+
+# Each rung, forward and the three gradients, against torch at the error model's tolerances (which
+# hold for any summation order: the rungs sum in different orders). The explicit examples always run:
+# no rows, one row, and rows longer than a vector that are no multiple of its width.
+@pytest.mark.parametrize("rung", K.LADDER_RUNGS)
+@given(case=ladder_cases())
+@example(case=ladder_case(0, 7, torch.float32, "silu"))
+@example(case=ladder_case(1, 17, torch.bfloat16, "gelu_tanh"))
+@example(case=ladder_case(1, 1, torch.float64, "mish"))
+@example(case=ladder_case(3, 1041, torch.float32, "gelu"))
+def test_every_ladder_rung_matches_torch(rung, case):
+    x, shape, weight, bias, eps, activation = case
+    tol, band = norm_act_tolerances(x, trailing_grouping(x, len(shape)), weight, bias, eps, activation)
+
+    def fused(x, w, b):
+        y = K.layer_norm_act(x, shape, w, b, eps, activation, rung=rung)
+        assert (y.dtype, y.shape) == (x.dtype, x.shape)
+        return y
+
+    oracle = layer_norm_oracle(TF.layer_norm, shape, eps)
+    inputs = {"input": x, "weight": weight, "bias": bias}
+    assert_norm_act_matches(fused, oracle, TORCH_ACT, activation, inputs, tol=tol, band=band)
+
+
+@pytest.mark.parametrize("rung", [0, 5, -1, 2.0, True, "1"])
+def test_an_invalid_rung_is_a_value_error_naming_the_valid_ones(rung):
+    with pytest.raises(ValueError, match=r"rung must be None \(the production kernel\) or one of \(1, 2, 3, 4\)"):
+        K.layer_norm_act(torch.randn(2, 3), 3, rung=rung)
+
+
+@pytest.mark.parametrize("rung", [0, 4])
+def test_the_ladder_op_itself_refuses_a_rung_it_does_not_have(rung):
+    # Rung 4 is layer_norm_act itself; the ladder ops run rungs 1-3 (and say so).
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="rung must be 1, 2 or 3"):
+        torch.ops.minitorch_nn.layer_norm_act_ladder(x, [3], None, None, 1e-5, "gelu", rung)
+    mean, rstd = torch.zeros(2), torch.ones(2)
+    with pytest.raises(ValueError, match="rung must be 1, 2 or 3"):
+        torch.ops.minitorch_nn.layer_norm_act_ladder_backward(
+            x, x, mean, rstd, [3], None, None, "gelu", [True] * 3, rung
+        )
 
 
 @devices
@@ -657,17 +716,26 @@ def sample_inputs(device, *, requires_grad):
         (make(6, 7, dtype=torch.float64), None, None, None, None, True, 0.1, 1e-5, "gelu_tanh"),
         (make(3, 4, 5, dtype=torch.bfloat16), None, make(4, dtype=torch.bfloat16), *stats(4), True, 0.3, 1e-3, "gelu"),
     ]
+    # The ladder's ops (rungs 1-3; rung 4 is layer_norm_act): the same registration for every rung, so
+    # two samples, each with its own rung (None: not sampled).
+    rungs = (None, 1, None, 3)
     for args in layer_norm:
         yield "layer_norm_act", args
+    for args, rung in zip(layer_norm, rungs, strict=True):
+        if rung is not None:
+            yield "layer_norm_act_ladder", (*args, rung)
     for args in batch_norm:
         yield "batch_norm_act", args
     if requires_grad:
         return
     # Every gradient, or only some (output_mask), alternately.
     masks = ([True, True, True], [False, True, False], [True, False, True], [True, True, True])
-    for (x, shape, w, b, eps, act), mask in zip(layer_norm, masks, strict=True):
+    for (x, shape, w, b, eps, act), mask, rung in zip(layer_norm, masks, rungs, strict=True):
         out, mean, rstd = torch.ops.minitorch_nn.layer_norm_act(x, shape, w, b, eps, act)
         yield "layer_norm_act_backward", (torch.randn_like(out), x, mean, rstd, shape, w, b, act, mask)
+        if rung is not None:
+            dy = torch.randn_like(out)
+            yield "layer_norm_act_ladder_backward", (dy, x, mean, rstd, shape, w, b, act, mask, rung)
     for (x, w, b, rm, rv, training, momentum, eps, act), mask in zip(batch_norm, masks, strict=True):
         out, mean, rstd, _, _ = torch.ops.minitorch_nn.batch_norm_act(x, w, b, rm, rv, training, momentum, eps, act)
         yield "batch_norm_act_backward", (torch.randn_like(out), x, mean, rstd, w, b, training, act, mask)
@@ -680,9 +748,9 @@ def test_opcheck_passes_for_every_op(device, requires_grad):
     for name, args in sample_inputs(device, requires_grad=requires_grad):
         torch.library.opcheck(getattr(torch.ops.minitorch_nn, name).default, args)
         checked.add(name)
-    expected = {"layer_norm_act", "batch_norm_act"}
+    expected = {"layer_norm_act", "layer_norm_act_ladder", "batch_norm_act"}
     if not requires_grad:
-        expected |= {"layer_norm_act_backward", "batch_norm_act_backward"}
+        expected |= {"layer_norm_act_backward", "layer_norm_act_ladder_backward", "batch_norm_act_backward"}
     assert checked == expected
 
 
@@ -708,6 +776,17 @@ def test_layer_norm_act_passes_gradcheck(device, activation, shape):
     inputs = smooth_float64_inputs(shape, normalized, device, lambda x, w, b: TF.layer_norm(x, normalized, w, b, 1e-3))
     # Second order is not registered: the backward is an op of its own without a derivative.
     check_gradients(lambda x, w, b: K.layer_norm_act(x, normalized, w, b, 1e-3, activation), inputs, second_order=False)
+
+
+@devices
+@pytest.mark.parametrize(("rung", "activation"), [(1, "mish"), (2, "gelu_tanh"), (3, "gelu"), (3, "silu")])
+def test_every_ladder_rung_passes_gradcheck(device, rung, activation):
+    # Rows of 9 float64 values: two vectors of 4 (AVX2) and a tail. The activations' derivatives are
+    # each checked against torch by test_every_ladder_rung_matches_torch; here, one per rung.
+    shape, normalized = (3, 9), (9,)
+    inputs = smooth_float64_inputs(shape, normalized, device, lambda x, w, b: TF.layer_norm(x, normalized, w, b, 1e-3))
+    fn = lambda x, w, b: K.layer_norm_act(x, normalized, w, b, 1e-3, activation, rung=rung)  # noqa: E731
+    check_gradients(fn, inputs, second_order=False)
 
 
 @devices
@@ -782,8 +861,9 @@ def test_torch_compile_fullgraph_gives_the_eager_values_gradients_and_running_st
         pytest.param((torch.randn(2, 3), (3,), None, torch.ones(3, dtype=torch.float64)), id="bias-dtype"),
     ],
 )
-def test_layer_norm_act_bad_arguments_raise_like_torch(args):
-    error = assert_raises_like_torch(lambda: K.layer_norm_act(*args), lambda: TF.layer_norm(*args))
+@pytest.mark.parametrize("rung", [None, 1, 2, 3])
+def test_layer_norm_act_bad_arguments_raise_like_torch(args, rung):
+    error = assert_raises_like_torch(lambda: K.layer_norm_act(*args, rung=rung), lambda: TF.layer_norm(*args))
     assert "layer_norm_act" in str(error)
 
 
@@ -922,6 +1002,8 @@ def test_parameter_on_another_device_raises_like_torch(ours, theirs):
 # statistics and sums (over more than 64 rows, so several chunks).
 CHUNKED_CASES = [
     pytest.param(lambda x, w, b: K.layer_norm_act(x, 67, w, b), (200, 67), 67, id="layer_norm"),
+    pytest.param(lambda x, w, b: K.layer_norm_act(x, 67, w, b, rung=2), (200, 67), 67, id="layer_norm-rung2"),
+    pytest.param(lambda x, w, b: K.layer_norm_act(x, 67, w, b, rung=3), (200, 67), 67, id="layer_norm-rung3"),
     pytest.param(
         lambda x, w, b: K.batch_norm_act(x, None, None, w, b, True, activation="silu"), (8, 37, 9, 7), 37, id="nchw"
     ),

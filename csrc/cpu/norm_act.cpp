@@ -44,7 +44,7 @@
 #include <vector>
 
 #include "../bn_shape.h"
-#include "../norm_act_checks.h"
+#include "../norm_act_plan.h"
 #include "../ops.h"
 #include "vec_math.h"
 

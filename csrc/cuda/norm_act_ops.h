@@ -3,7 +3,7 @@
 // (csrc/emu/emu_ops.cpp).
 //
 // The op boundary (checks, layouts, outputs, empty inputs) is shared with the CPU ops:
-// csrc/norm_act_checks.h plans each call. What is left here is CUDA's own: the dtype dispatch, the
+// csrc/norm_act_plan.h plans each call. What is left here is CUDA's own: the dtype dispatch, the
 // workspaces, and raw pointers handed to a launcher whose returned error is checked. What differs
 // between a GPU and the emulator is the device policy `Dev` (see torch_glue.h).
 #pragma once
@@ -17,7 +17,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../norm_act_checks.h"
+#include "../norm_act_plan.h"
 #include "../ops.h"
 #include "norm_act.h"
 #include "torch_glue.h"

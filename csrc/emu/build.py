@@ -1,12 +1,12 @@
 """Build and load the CUDA kernels of csrc/cuda/ for the CPU, on the CUDA emulator.
 
 ``load(variant)`` rewrites each .cu with cu2cpp.py, compiles it with the emulator
-(runtime.cpp) and the shared CUDA op glue (csrc/cuda/norm_act_ops.h and conv_ops.h, through
-emu_ops.cpp) into a torch extension with torch.utils.cpp_extension.load, cached under
-build/cuda_emu/<variant>/ (git-ignored; rebuilt only when a source changed), and returns
-``torch.ops.minitorch_nn_emu``: the minitorch_nn fused-norm and conv2d ops, same schemas, running
-the CUDA kernels on CPU tensors, with fake (meta) kernels and autograd registered as
-minitorch_nn.kernels registers them for the real ops.
+(runtime.cpp) and the shared CUDA op glue (csrc/cuda/norm_act_ops.h, ln_ladder_ops.h and
+conv_ops.h, through emu_ops.cpp) into a torch extension with torch.utils.cpp_extension.load,
+cached under build/cuda_emu/<variant>/ (git-ignored; rebuilt only when a source changed), and
+returns ``torch.ops.minitorch_nn_emu``: the minitorch_nn fused-norm ops (the LayerNorm+act ladder's
+too) and conv2d ops, same schemas, running the CUDA kernels on CPU tensors, with fake (meta) kernels
+and autograd registered as minitorch_nn.kernels registers them for the real ops.
 
 Variants: ``plain``; ``capped`` (every grid capped at 3 blocks per dim, so each grid-stride
 loop runs several iterations on small inputs); ``asan`` (AddressSanitizer + UBSan) and ``tsan``
@@ -49,6 +49,8 @@ _library = None  # the torch.library.Library defining minitorch_nn_emu (kept ali
 OPS = (
     "layer_norm_act",
     "layer_norm_act_backward",
+    "layer_norm_act_ladder",
+    "layer_norm_act_ladder_backward",
     "batch_norm_act",
     "batch_norm_act_backward",
     "conv2d",
@@ -118,6 +120,11 @@ def _register_python_side():
         "minitorch_nn_emu::layer_norm_act",
         rebound(K._layer_norm_act_backward),
         setup_context=K._layer_norm_act_setup,
+    )
+    torch.library.register_autograd(
+        "minitorch_nn_emu::layer_norm_act_ladder",
+        rebound(K._layer_norm_act_backward),
+        setup_context=K._layer_norm_act_ladder_setup,
     )
     torch.library.register_autograd(
         "minitorch_nn_emu::batch_norm_act",

@@ -1,8 +1,8 @@
 // The project's CUDA ops on the CPU, through the CUDA emulator: the same ops as on a GPU
-// (csrc/cuda/norm_act_ops.h and conv_ops.h: the shared checks and output planning, the dtype
-// dispatch, the launchers of the .cu files) with the emulator's device policy, registered for CPU
-// tensors as torch.ops.minitorch_nn_emu.* (the schemas are minitorch_nn's, defined from Python by
-// csrc/emu/build.py before this library loads). Test and teaching infrastructure: built on demand,
+// (csrc/cuda/norm_act_ops.h, ln_ladder_ops.h and conv_ops.h: the shared checks and output
+// planning, the dtype dispatch, the launchers of the .cu files) with the emulator's device policy,
+// registered for CPU tensors as torch.ops.minitorch_nn_emu.* (the schemas are minitorch_nn's,
+// defined from Python by csrc/emu/build.py before this library loads). Test and teaching infrastructure: built on demand,
 // never part of the shipped extension.
 #include <torch/library.h>
 
@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "conv_ops.h"
+#include "ln_ladder_ops.h"
 #include "norm_act_ops.h"
 
 namespace minitorch_nn {
@@ -39,6 +40,8 @@ struct Emulator {
 TORCH_LIBRARY_IMPL(minitorch_nn_emu, CPU, m) {
   m.impl("layer_norm_act", &cuda_ops::layer_norm_act<Emulator>);
   m.impl("layer_norm_act_backward", &cuda_ops::layer_norm_act_backward<Emulator>);
+  m.impl("layer_norm_act_ladder", &cuda_ops::layer_norm_act_ladder<Emulator>);
+  m.impl("layer_norm_act_ladder_backward", &cuda_ops::layer_norm_act_ladder_backward<Emulator>);
   m.impl("batch_norm_act", &cuda_ops::batch_norm_act<Emulator>);
   m.impl("batch_norm_act_backward", &cuda_ops::batch_norm_act_backward<Emulator>);
   m.impl("conv2d", &cuda_ops::conv2d<Emulator>);

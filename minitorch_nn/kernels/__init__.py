@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ._loader import AVAILABLE, UNAVAILABLE_REASON, require
 from .conv import ALGORITHMS, CPU_ALGORITHMS, CUDA_ALGORITHMS, Conv2dAct, conv2d, fold_batch_norm, use_conv_kernels
-from .norm_act import ACTIVATIONS, BatchNormAct2d, LayerNormAct, batch_norm_act, layer_norm_act
+from .norm_act import ACTIVATIONS, LADDER_RUNGS, BatchNormAct2d, LayerNormAct, batch_norm_act, layer_norm_act
 
 __all__ = [
     "ACTIVATIONS",
@@ -29,6 +29,7 @@ __all__ = [
     "AVAILABLE",
     "CPU_ALGORITHMS",
     "CUDA_ALGORITHMS",
+    "LADDER_RUNGS",
     "UNAVAILABLE_REASON",
     "BatchNormAct2d",
     "Conv2dAct",

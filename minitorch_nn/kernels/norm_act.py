@@ -25,6 +25,23 @@ with the means over the normalized values. The reference derivation of the three
 Activations: ``'none'``, ``'relu'``, ``'gelu'`` (exact, erf), ``'gelu_tanh'``, ``'silu'``, ``'mish'``.
 dtypes: float32, float64, bfloat16 and float16 (for the 16-bit types, statistics and arithmetic in
 float32).
+
+LayerNorm+act is also a kernel ladder, every rung selectable with ``layer_norm_act(..., rung=)``:
+
+=====  ==========================================================  ===========================================
+rung   CPU (``csrc/cpu/ln_ladder.cpp``)                            CUDA (``csrc/cuda/ln_ladder.cu``)
+=====  ==========================================================  ===========================================
+1      the definition: scalar loops, one row after another         a thread per row (dγ, dβ: a thread per
+                                                                   column)
+2      rows in parallel; dγ, dβ from per-chunk partial rows        a warp per row, shuffle reductions; dγ, dβ
+                                                                   from per-chunk partial rows
+3      SIMD (``at::vec::Vectorized``), a scalar tail               a warp per row with 128-bit loads (rung 2
+                                                                   where N or alignment does not allow them)
+4      the production kernel (``csrc/cpu/norm_act.cpp``)           the production kernels (``norm_act.cu``)
+=====  ==========================================================  ===========================================
+
+``rung=None`` (the default) is rung 4, the fastest. Rungs 1-3 are the ops ``layer_norm_act_ladder`` and
+``layer_norm_act_ladder_backward``, same arguments as the production ops plus ``rung``.
 """
 
 from __future__ import annotations
@@ -37,14 +54,20 @@ from torch import Tensor
 from ..nn.normalization import BatchNorm2d, LayerNorm
 from ._loader import AVAILABLE, require
 
-__all__ = ["ACTIVATIONS", "BatchNormAct2d", "LayerNormAct", "batch_norm_act", "layer_norm_act"]
+__all__ = ["ACTIVATIONS", "LADDER_RUNGS", "BatchNormAct2d", "LayerNormAct", "batch_norm_act", "layer_norm_act"]
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu", "mish")
+LADDER_RUNGS = (1, 2, 3, 4)  # layer_norm_act's kernel ladder; 4 is the production kernel (the default)
 
 
 def _check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def _check_rung(rung: int | None) -> None:
+    if rung is not None and (type(rung) is not int or rung not in LADDER_RUNGS):
+        raise ValueError(f"rung must be None (the production kernel) or one of {LADDER_RUNGS}, got {rung!r}")
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -70,6 +93,14 @@ if AVAILABLE:
             return input.new_empty(t.shape) if wanted and t is not None else input.new_empty(0)
 
         return grad_like(input, mask[0]), grad_like(weight, mask[1]), grad_like(bias, mask[2])
+
+    @torch.library.register_fake("minitorch_nn::layer_norm_act_ladder")
+    def _layer_norm_act_ladder_fake(*args):
+        return _layer_norm_act_fake(*args[:-1])  # the last argument is the rung
+
+    @torch.library.register_fake("minitorch_nn::layer_norm_act_ladder_backward")
+    def _layer_norm_act_ladder_backward_fake(*args):
+        return _layer_norm_act_backward_fake(*args[:-1])  # the last argument is the rung
 
     @torch.library.register_fake("minitorch_nn::batch_norm_act")
     def _batch_norm_act_fake(input, weight, bias, running_mean, running_var, training, momentum, eps, activation):
@@ -97,13 +128,25 @@ if AVAILABLE:
         input, mean, rstd, weight, bias = ctx.saved_tensors
         need = ctx.needs_input_grad
         mask = [need[0], weight is not None and need[2], bias is not None and need[3]]
-        dx, dw, db = _ops.layer_norm_act_backward(
-            grad_out, input, mean, rstd, ctx.normalized_shape, weight, bias, ctx.activation, mask
-        )
-        return (dx if mask[0] else None), None, (dw if mask[1] else None), (db if mask[2] else None), None, None
+        args = (grad_out, input, mean, rstd, ctx.normalized_shape, weight, bias, ctx.activation, mask)
+        rung = getattr(ctx, "rung", None)  # set by the ladder's setup: its backward is the same rung's
+        if rung is None:
+            dx, dw, db = _ops.layer_norm_act_backward(*args)
+        else:
+            dx, dw, db = _ops.layer_norm_act_ladder_backward(*args, rung)
+        grads = (dx if mask[0] else None), None, (dw if mask[1] else None), (db if mask[2] else None), None, None
+        return grads if rung is None else (*grads, None)
 
     torch.library.register_autograd(
         "minitorch_nn::layer_norm_act", _layer_norm_act_backward, setup_context=_layer_norm_act_setup
+    )
+
+    def _layer_norm_act_ladder_setup(ctx, inputs, output):
+        _layer_norm_act_setup(ctx, inputs[:6], output)
+        ctx.rung = inputs[6]
+
+    torch.library.register_autograd(
+        "minitorch_nn::layer_norm_act_ladder", _layer_norm_act_backward, setup_context=_layer_norm_act_ladder_setup
     )
 
     def _batch_norm_act_setup(ctx, inputs, output):
@@ -139,6 +182,7 @@ def layer_norm_act(
     bias: Tensor | None = None,
     eps: float = 1e-5,
     activation: str = "gelu",
+    rung: int | None = None,
 ) -> Tensor:
     r"""``act(layer_norm(input, normalized_shape, weight, bias, eps))`` in one pass, by a compiled kernel.
 
@@ -151,6 +195,8 @@ def layer_norm_act(
         weight, bias: γ and β of shape ``normalized_shape``, or None.
         eps: added to the variance. Default: 1e-5.
         activation: one of :data:`ACTIVATIONS`. Default: ``'gelu'`` (exact).
+        rung: the rung of the kernel ladder, one of :data:`LADDER_RUNGS` (see the module docstring),
+            forward and backward. Default: None, the production kernel (rung 4), the fastest.
 
     Returns:
         A contiguous tensor of ``input``'s shape and dtype.
@@ -165,8 +211,14 @@ def layer_norm_act(
     """
     require()
     _check_activation(activation)
+    _check_rung(rung)
     shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
-    out, _mean, _rstd = torch.ops.minitorch_nn.layer_norm_act(input, shape, weight, bias, float(eps), activation)
+    if rung is None or rung == 4:
+        out, _mean, _rstd = torch.ops.minitorch_nn.layer_norm_act(input, shape, weight, bias, float(eps), activation)
+    else:
+        out, _mean, _rstd = torch.ops.minitorch_nn.layer_norm_act_ladder(
+            input, shape, weight, bias, float(eps), activation, rung
+        )
     return out
 
 

@@ -25,7 +25,7 @@
 #include <string>
 
 #include "../../conv_plan.h"
-#include "../../norm_act_checks.h"
+#include "../../op_checks.h"
 #include "../../ops.h"
 #include "conv.h"
 #include "epilogue.h"

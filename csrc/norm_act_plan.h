@@ -14,10 +14,6 @@
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -29,6 +25,8 @@
 #include <vector>
 
 #include "bn_shape.h"
+#include "huge_pages.h"
+#include "op_checks.h"
 #include "ops.h"
 
 namespace minitorch_nn {
@@ -51,10 +49,6 @@ inline void check_parameter_dtype(const char* op, const char* name, const at::Te
               " must be ", input.scalar_type(), acc != input.scalar_type() ? " or float32" : "", ")");
 }
 
-inline void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
-  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
-              input.device());
-}
 
 inline int64_t prod(at::IntArrayRef shape) {
   int64_t p = 1;
@@ -129,29 +123,7 @@ inline void check_batch_norm_inputs(
   }
 }
 
-// A new output tensor, with the OS asked to back it with 2 MiB pages (CPU tensors only).
-//
-// An output of 32 MiB or more is a fresh mapping from the OS (glibc hands such blocks out with
-// mmap and returns them on free), so the kernel's first write to each 4 KiB page takes a page
-// fault: 8192 faults for 32 MiB, which on the 2-core benchmark machine cost more than reading
-// and writing the data (13 ms against 3.4 ms for a copy into mapped memory). madvise(MADV_HUGEPAGE)
-// before the first touch lets the 2 MiB-aligned interior fault in 2 MiB at a time, 512 times
-// fewer faults. It is a hint: where transparent huge pages are off it fails, harmlessly, and
-// memory the allocator recycles is already mapped. torch can do the same for its own allocations
-// (THP_MEM_ALLOC_ENABLE=1); the benchmark reports the copy floor both ways.
-inline at::Tensor huge_pages(at::Tensor t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kPage = 4096;
-  if (t.is_cpu() && t.nbytes() >= (uintptr_t{4} << 20)) {
-    const auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t start = (p + kPage - 1) & ~(kPage - 1), end = (p + t.nbytes()) & ~(kPage - 1);
-    (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
-  }
-#endif
-  return t;
-}
 
-inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 
 inline void check_grad_out(const char* op, const at::Tensor& grad_out, const at::Tensor& input) {
@@ -206,6 +178,13 @@ inline LayerNormActPlan plan_layer_norm_act(const at::Tensor& input_, at::IntArr
   }
   std::tie(p.w, p.b) = affine_or_identity(weight, bias, p.N, at::toOpMathType(p.input.scalar_type()), p.input);
   return p;
+}
+
+// The rungs of the LayerNorm+act ladder an op variant runs (csrc/cpu/ln_ladder.cpp, csrc/cuda/ln_ladder.cu);
+// rung 4 is the production op, layer_norm_act itself.
+inline void check_ladder_rung(const char* op, int64_t rung) {
+  TORCH_CHECK_VALUE(rung >= 1 && rung <= 3, op, ": rung must be 1, 2 or 3 (rung 4 is layer_norm_act itself), got ",
+                    rung);
 }
 
 struct LayerNormActBackwardPlan {
