@@ -64,6 +64,25 @@ class Result:
     flag: str | None = None  # a figure the harness refuses to print (e.g. above the memory floor)
 
 
+def flag_inconsistent(rows: list[Result]) -> list[Result]:
+    """Flag each forward row slower than the same implementation's forward+backward of its case.
+
+    A forward+backward includes the forward, so such a pair cannot both be right: one of them caught
+    the machine or the allocator in another state (the 8192x4096 LayerNorm forward once measured
+    182 ms against 174 ms for its forward+backward, and 55 ms timed alone). The row keeps its median
+    and says why it should not be trusted; rerun the case.
+    """
+    both = {(r.family, r.op, r.shape, r.dtype, r.impl): r for r in rows if r.mode == "fwd+bwd" and r.median_us}
+    for r in rows:
+        pair = both.get((r.family, r.op, r.shape, r.dtype, r.impl)) if r.mode == "fwd" else None
+        if pair is not None and r.median_us and r.median_us > pair.median_us and r.flag is None:
+            r.flag = (
+                f"forward ({r.median_us / 1e3:.3f} ms) slower than this implementation's forward+backward "
+                f"({pair.median_us / 1e3:.3f} ms): an outlier of this run, rerun the case"
+            )
+    return rows
+
+
 def cpu_threads() -> int:
     """Cores this process may run on (what torch should use for a fair CPU timing)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -23,7 +23,17 @@ from pathlib import Path
 import torch
 
 from . import activation, conv, dropout, gemm_sweep, linear, loss, norm_act, normalization, pooling, report
-from .harness import Case, Result, Timer, clone_bandwidth_gbps, copy_bandwidth_gbps, cpu_threads, peak_gflops, run_case
+from .harness import (
+    Case,
+    Result,
+    Timer,
+    clone_bandwidth_gbps,
+    copy_bandwidth_gbps,
+    cpu_threads,
+    flag_inconsistent,
+    peak_gflops,
+    run_case,
+)
 
 # Op families, named as their files in minitorch_nn/functional, tests/ and benchmarks/.
 FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
@@ -173,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "'vs torch' is against the faster of the two"
         )
 
+    rows = flag_inconsistent(rows)
     print("\n" + report.table(rows))
     outdir = args.out or RESULTS / (report.device_slug(device) + ("-quick" if args.quick else ""))
     copy_named = {f"{n} x {str(d).removeprefix('torch.')}": v for (n, d), v in copy_gbps.items()}

@@ -9,9 +9,11 @@ import torch
 from benchmarks import run
 from benchmarks.harness import (
     Case,
+    Result,
     Timer,
     autograd_setup,
     copy_bandwidth_gbps,
+    flag_inconsistent,
     run_case,
     seeded_inputs,
 )
@@ -94,6 +96,23 @@ def test_a_row_above_the_floor_is_flagged_not_printed():
     report = markdown({}, {}, [row])
     assert "FLAGGED" in report
     assert "Flagged (not printed as a percentage)" in report
+
+
+def test_a_forward_slower_than_its_forward_and_backward_is_flagged():
+    def row(mode, impl, ms):
+        return Result("norm_act", "layer_norm+gelu", "8x4", "float32", mode, impl, ms * 1e3, None)
+
+    rows = [
+        row("fwd", "kernel", 182.0),  # cannot be: its forward+backward took 174 ms
+        row("fwd+bwd", "kernel", 174.0),
+        row("fwd", "torch", 64.0),  # consistent: left alone
+        row("fwd+bwd", "torch", 166.0),
+        row("fwd", "reference", 9.0),  # no forward+backward row to compare with
+    ]
+    flag_inconsistent(rows)
+    assert [r.flag is not None for r in rows] == [True, False, False, False, False]
+    assert "slower than this implementation's forward+backward" in rows[0].flag
+    assert "Flagged" in markdown({}, {}, rows)
 
 
 def test_torch_baselines_are_also_timed_with_transparent_huge_pages_in_a_child(tmp_path):
