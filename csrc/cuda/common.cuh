@@ -40,5 +40,46 @@ struct Cvt<__nv_bfloat16> {
   __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
 };
 
+
+// ---------------------------------------------------------------------------------------------
+// Vector access: V consecutive values of T moved as one load or store, 128 bits when
+// V = vec_width<T>(), scalar when V = 1, converted to and from the compute type A (float for the
+// 16-bit types) with Cvt. The address must be aligned to the whole pack.
+
+template <typename T>
+constexpr int vec_width() {
+  return 16 / static_cast<int>(sizeof(T));  // values per 128-bit access
+}
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <int V, typename T, typename A>
+__device__ __forceinline__ void load_pack(const T* p, A (&out)[V]) {
+  const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+  for (int k = 0; k < V; ++k) out[k] = Cvt<T>::to(pk.v[k]);
+}
+
+template <int V, typename T, typename A>
+__device__ __forceinline__ void store_pack(T* p, const A (&in)[V]) {
+  Pack<T, V> pk;
+#pragma unroll
+  for (int k = 0; k < V; ++k) pk.v[k] = Cvt<T>::from(in[k]);
+  *reinterpret_cast<Pack<T, V>*>(p) = pk;
+}
+
+// Σ v over the 32 lanes of a full warp, returned to every lane. The xor butterfly leaves every lane
+// with the same sum, bit for bit: at each step a lane and its partner add the same two numbers
+// (addition commutes exactly).
+template <typename T>
+__device__ __forceinline__ T warp_allreduce_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
 }  // namespace cuda
 }  // namespace minitorch_nn

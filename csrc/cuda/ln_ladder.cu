@@ -43,7 +43,6 @@ namespace cuda {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 128;        // rung 1 and the column kernels: threads a block
 constexpr int kWarpsPerBlock = 4;    // rungs 2 and 3: a block is 4 warps, 4 rows at a time
 constexpr int64_t kRowsPerChunk = 32;  // dγ, dβ of rungs 2-3: rows a (chunk, column) thread sums
@@ -168,19 +167,14 @@ __global__ void __launch_bounds__(kThreads)
 //
 // The 32 lanes of a warp share a row: lane l takes values l, l + 32, l + 64, ..., so at each step the
 // warp reads 32 adjacent values (128 bytes of float: one transaction where rung 1 made 32), and 32·M
-// threads work instead of M. Each lane sums its own values, then warp_sum combines the 32 partial sums
+// threads work instead of M. Each lane sums its own values, then warp_allreduce_sum combines the 32 partial sums
 // in five __shfl_xor_sync steps, register to register (no shared memory, no __syncthreads). Like rung 1,
 // each pass reads the row again (after the first, mostly from L1/L2). dγ and dβ come from P·N threads
 // (ln_dweight_dbias_columns with P chunks of rows, then sum_chunks) instead of rung 1's N.
 
-// Σ v over the 32 lanes, returned to every lane. Each xor step adds the same two numbers in both
-// partner lanes (addition commutes exactly), so every lane ends with the same bits.
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
+// warp_allreduce_sum (common.cuh, shared with rung 4): Σ v over the 32 lanes, returned to every lane.
+// Each xor step adds the same two numbers in both partner lanes (addition commutes exactly), so
+// every lane ends with the same bits.
 
 template <Act A, typename T>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
@@ -195,13 +189,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     const acc_t shift = Cvt<T>::to(x[0]);
     acc_t sum = 0;
     for (int64_t j = lane; j < N; j += kWarp) sum += Cvt<T>::to(x[j]) - shift;
-    const acc_t mu = shift + warp_sum(sum) / static_cast<acc_t>(N);
+    const acc_t mu = shift + warp_allreduce_sum(sum) / static_cast<acc_t>(N);
     acc_t m2 = 0;
     for (int64_t j = lane; j < N; j += kWarp) {
       const acc_t d = Cvt<T>::to(x[j]) - mu;
       m2 += d * d;
     }
-    const acc_t rs = rstd_of(warp_sum(m2), N, eps);
+    const acc_t rs = rstd_of(warp_allreduce_sum(m2), N, eps);
     for (int64_t j = lane; j < N; j += kWarp) {
       const acc_t xhat = (Cvt<T>::to(x[j]) - mu) * rs;
       Y[r * N + j] = Cvt<T>::from(act_forward<A>(xhat * W[j] + B[j]));
@@ -232,8 +226,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
       sum_g += g;
       sum_gx += g * xhat;
     }
-    const acc_t mean_g = warp_sum(sum_g) / static_cast<acc_t>(N);
-    const acc_t mean_gx = warp_sum(sum_gx) / static_cast<acc_t>(N);
+    const acc_t mean_g = warp_allreduce_sum(sum_g) / static_cast<acc_t>(N);
+    const acc_t mean_gx = warp_allreduce_sum(sum_gx) / static_cast<acc_t>(N);
     for (int64_t j = lane; j < N; j += kWarp) {
       const acc_t xhat = (Cvt<T>::to(x[j]) - mu) * rs;
       const acc_t g = Cvt<T>::to(dy[j]) * act_derivative<A>(xhat * W[j] + B[j]) * W[j];
@@ -253,31 +247,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
 // they are not (N = 1023, a storage offset) the launcher runs rung 2 instead. γ and β (acc_t) are read
 // a value at a time, as before: they are N values shared by all rows, served from cache.
 
-// V consecutive values moved as one access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <int V, typename T>
-__device__ __forceinline__ void load_pack(const T* p, acc_type<T> (&out)[V]) {
-  const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
-#pragma unroll
-  for (int k = 0; k < V; ++k) out[k] = Cvt<T>::to(pk.v[k]);
-}
-
-template <int V, typename T>
-__device__ __forceinline__ void store_pack(T* p, const acc_type<T> (&in)[V]) {
-  Pack<T, V> pk;
-#pragma unroll
-  for (int k = 0; k < V; ++k) pk.v[k] = Cvt<T>::from(in[k]);
-  *reinterpret_cast<Pack<T, V>*>(p) = pk;
-}
-
-template <typename T>
-constexpr int vec_width() {
-  return 16 / static_cast<int>(sizeof(T));
-}
+// (Pack, load_pack / store_pack and vec_width are common.cuh's, shared with rung 4.)
 
 template <Act A, typename T, int V>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
@@ -298,14 +268,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
 #pragma unroll
       for (int k = 0; k < V; ++k) sum += v[k] - shift;
     }
-    const acc_t mu = shift + warp_sum(sum) / static_cast<acc_t>(N);
+    const acc_t mu = shift + warp_allreduce_sum(sum) / static_cast<acc_t>(N);
     acc_t m2 = 0;
     for (int64_t i = lane; i < NV; i += kWarp) {
       load_pack<V>(x + i * V, v);
 #pragma unroll
       for (int k = 0; k < V; ++k) m2 += (v[k] - mu) * (v[k] - mu);
     }
-    const acc_t rs = rstd_of(warp_sum(m2), N, eps);
+    const acc_t rs = rstd_of(warp_allreduce_sum(m2), N, eps);
     for (int64_t i = lane; i < NV; i += kWarp) {
       const int64_t j = i * V;
       load_pack<V>(x + j, v);
@@ -345,8 +315,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
         sum_gx += g * xhat;
       }
     }
-    const acc_t mean_g = warp_sum(sum_g) / static_cast<acc_t>(N);
-    const acc_t mean_gx = warp_sum(sum_gx) / static_cast<acc_t>(N);
+    const acc_t mean_g = warp_allreduce_sum(sum_g) / static_cast<acc_t>(N);
+    const acc_t mean_gx = warp_allreduce_sum(sum_gx) / static_cast<acc_t>(N);
     for (int64_t i = lane; i < NV; i += kWarp) {
       const int64_t j = i * V;
       load_pack<V>(X + r * N + j, xv);

@@ -56,7 +56,6 @@ namespace cuda {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // MEASURE: rows of at most kWarpRowMax values go warp-per-row, longer ones block-per-row. 1024 is
 // where the warp path's registers (32 values a lane, 64 in the backward) still fit without spills
@@ -86,45 +85,8 @@ constexpr int kReduceThreads = 256;
 constexpr int kClTileC = 32, kClTileR = 8;  // channels_last reduction block: 32 channels × 8 rows
 constexpr int kElementwiseThreads = 256;
 
-template <typename T>
-constexpr int vec_width() {
-  return 16 / static_cast<int>(sizeof(T));  // values per 128-bit access
-}
-
-// ---------------------------------------------------------------------------------------------
-// Vector access (the conversions, Cvt, are common.cuh's).
-
-// V consecutive values moved as one access: 128 bits when V = vec_width<T>(), scalar when V = 1.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <int V, typename T>
-__device__ __forceinline__ void load(const T* p, acc_type<T> (&out)[V]) {
-  const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
-#pragma unroll
-  for (int k = 0; k < V; ++k) out[k] = Cvt<T>::to(pk.v[k]);
-}
-
-template <int V, typename T>
-__device__ __forceinline__ void store(T* p, const acc_type<T> (&in)[V]) {
-  Pack<T, V> pk;
-#pragma unroll
-  for (int k = 0; k < V; ++k) pk.v[k] = Cvt<T>::from(in[k]);
-  *reinterpret_cast<Pack<T, V>*>(p) = pk;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Deterministic reductions. The xor butterfly leaves every lane with the same sum, bit for bit:
-// at each step a lane and its partner add the same two numbers (addition commutes exactly).
-
-template <typename T>
-__device__ __forceinline__ T warp_allreduce_sum(T v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
+// vec_width, Pack, load_pack / store_pack and warp_allreduce_sum are common.cuh's (shared with the
+// ladder, ln_ladder.cu). The xor butterfly leaves every lane with the same sum, bit for bit.
 
 // Sum over the block, returned to every thread. `scratch` holds 32 values; blockDim.x is a
 // multiple of 32. Every warp reduces the same per-warp sums in the same order, so all agree.
@@ -170,7 +132,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     for (int i = 0; i < kItems; ++i) {
       const int64_t j = static_cast<int64_t>(lane + i * kWarp) * V;
       if (j < N) {
-        load<V>(x + j, v[i]);
+        load_pack<V>(x + j, v[i]);
 #pragma unroll
         for (int k = 0; k < V; ++k) sum += v[i][k] - shift;
       } else {
@@ -201,7 +163,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
         acc_t o[V];
 #pragma unroll
         for (int k = 0; k < V; ++k) o[k] = act_forward<A>((v[i][k] - mu) * rstd * W[j + k] + Bias[j + k]);
-        store<V>(y + j, o);
+        store_pack<V>(y + j, o);
       }
     }
   }
@@ -234,7 +196,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     acc_t m2 = 0;
     for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
       acc_t v[V];
-      load<V>(src + i * V, v);
+      load_pack<V>(src + i * V, v);
 #pragma unroll
       for (int k = 0; k < V; ++k) m2 += (v[k] - mu) * (v[k] - mu);
     }
@@ -247,10 +209,10 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
       const int64_t j = i * V;
       acc_t v[V];
-      load<V>(src + j, v);
+      load_pack<V>(src + j, v);
 #pragma unroll
       for (int k = 0; k < V; ++k) v[k] = act_forward<A>((v[k] - mu) * rstd * W[j + k] + Bias[j + k]);
-      store<V>(y + j, v);
+      store_pack<V>(y + j, v);
     }
   }
 }
@@ -289,8 +251,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
       const int64_t j = static_cast<int64_t>(lane + i * kWarp) * V;
       if (j < N) {
         acc_t xv[V], dyv[V];
-        load<V>(X + r * N + j, xv);
-        load<V>(dY + r * N + j, dyv);
+        load_pack<V>(X + r * N + j, xv);
+        load_pack<V>(dY + r * N + j, dyv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           const acc_t w = W[j + k];
@@ -317,7 +279,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
           acc_t o[V];
 #pragma unroll
           for (int k = 0; k < V; ++k) o[k] = rs * (g[i][k] - mean_g - xh[i][k] * mean_gx);  // terms 1, 2, 3
-          store<V>(dX + r * N + j, o);
+          store_pack<V>(dX + r * N + j, o);
         }
       }
     }
@@ -385,8 +347,8 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
       const int64_t j = i * V;
       acc_t xv[V], dyv[V];
-      load<V>(xs + j, xv);
-      load<V>(dys + j, dyv);
+      load_pack<V>(xs + j, xv);
+      load_pack<V>(dys + j, dyv);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const acc_t w = W[j + k];
@@ -394,7 +356,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
         const acc_t g = dyv[k] * act_derivative<A>(xh * w + Bias[j + k]) * w;
         xv[k] = rs * (g - mean_g - xh * mean_gx);  // terms 1, 2, 3
       }
-      store<V>(dX + r * N + j, xv);
+      store_pack<V>(dX + r * N + j, xv);
     }
   }
 }
@@ -609,10 +571,10 @@ struct ApplyOp {  // y = f((x − μ)·γ·rstd + β)
   template <Act A, int V>
   __device__ void run(int64_t idx, const int64_t (&c)[V]) const {
     acc_t v[V];
-    load<V>(x + idx, v);
+    load_pack<V>(x + idx, v);
 #pragma unroll
     for (int k = 0; k < V; ++k) v[k] = act_forward<A>((v[k] - mean[c[k]]) * (w[c[k]] * rstd[c[k]]) + b[c[k]]);
-    store<V>(y + idx, v);
+    store_pack<V>(y + idx, v);
   }
 };
 
@@ -627,8 +589,8 @@ struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1
   template <Act A, int V>
   __device__ void run(int64_t idx, const int64_t (&c)[V]) const {
     acc_t xv[V], dyv[V];
-    load<V>(x + idx, xv);
-    load<V>(dy + idx, dyv);
+    load_pack<V>(x + idx, xv);
+    load_pack<V>(dy + idx, dyv);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const int64_t ch = c[k];
@@ -636,7 +598,7 @@ struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1
       const acc_t dz = dyv[k] * act_derivative<A>(xh * w[ch] + b[ch]);
       xv[k] = dz * coef[ch] + (xh * coef[C + ch] + coef[2 * C + ch]);
     }
-    store<V>(dx + idx, xv);
+    store_pack<V>(dx + idx, xv);
   }
 };
 
