@@ -5,10 +5,9 @@
 # and on any test failure; each step is timed.
 #
 #   bash .ci/sanitize.sh           # the quick profile: a subset sized for a 2-core machine
-#
-# Not (yet) a step of .ci/run: a cold sanitizer build of the whole extension takes ~12-28 min on the
-# 2-core machines, past CI's budget with the rest; run it by hand before changing csrc/cpu/ (a kept
-# build makes later runs ~6 min).
+#   bash .ci/sanitize.sh --ci      # CI's profile (.ci/run): fewer Hypothesis examples, plus the
+#                                  # fuzzer's compiled-op families
+#   bash .ci/sanitize.sh --build-only   # only the build (CI builds it beside its other tests)
 #   bash .ci/sanitize.sh --full    # every test in the three files
 #   bash .ci/sanitize.sh --clean   # drop the kept build first (a cold build)
 #   bash .ci/sanitize.sh [--full] -- PYTEST_ARGS...   # e.g. -- -x -k layer_norm (a -k here replaces CI's)
@@ -41,13 +40,17 @@ PY=${PYTHON:-$repo/.venv/bin/python}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 full=""
 clean=""
+ci=""
+build_only=""
 pytest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) full=1 ;;
+    --ci) ci=1 ;;
+    --build-only) build_only=1 ;;
     --clean) clean=1 ;;
     --) shift; pytest_args=("$@"); break ;;
-    *) echo "usage: $0 [--full] [--clean] [-- PYTEST_ARGS...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--full | --ci] [--build-only] [--clean] [-- PYTEST_ARGS...]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -69,6 +72,14 @@ TESTS=(tests/test_norm_act.py tests/test_conv_kernels.py tests/test_gemm.py)
 # 3 deselected in 5m23s; the 3 deselected add 18 s with a warm inductor cache (more from cold).
 QUICK=(-k "not torch_compile")
 [ -n "$full" ] && QUICK=()
+if [ -n "$ci" ]; then
+  # CI's: the same tests at the "sanitize" Hypothesis profile (tests/conftest.py: a few examples each;
+  # a sanitizer needs the shapes that reach every edge, which the tests' explicit examples and
+  # parametrisations carry, more than many draws), without the digits training run, and the
+  # differential fuzzer's families that call compiled ops, at their quick profile.
+  TESTS+=(tests/test_fuzz.py)
+  QUICK=(--hypothesis-profile=sanitize -k "not torch_compile and not digits and (not test_fuzz or kernel)")
+fi
 
 SANITIZE=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 dir=${SANITIZE_DIR:-$repo/build/sanitize}
@@ -91,7 +102,12 @@ build() {
   # --force: setuptools would skip the build when no .cpp is newer than the library, missing an edited
   # header; ninja (depfiles) still recompiles only what is out of date. MINITORCH_CPU_CAPABILITY, if set,
   # passes through.
-  if ! (cd "$dir" && CFLAGS="-g ${SANITIZE[*]}" CXXFLAGS="-g ${SANITIZE[*]}" LDFLAGS="${SANITIZE[*]}" \
+  # -O0 (MINITORCH_OPT_LEVEL, setup.py): every load and store stays in the code to be checked, and the
+  # build costs a quarter of -O1's CPU time (measured: 18 s against 71 s for depthwise.cpp), which is what
+  # lets CI afford it; the kernels run slower, on the tests' small shapes. -g1: line tables for the
+  # reports (MINITORCH_DEBUG_INFO=1 keeps setup.py from adding -g0 after it).
+  if ! (cd "$dir" && MINITORCH_OPT_LEVEL=0 MINITORCH_DEBUG_INFO=1 CFLAGS="-g1 ${SANITIZE[*]}" \
+    CXXFLAGS="-g1 ${SANITIZE[*]}" LDFLAGS="${SANITIZE[*]}" \
     "$PY" setup.py build_ext --inplace --force >build.log 2>&1); then
     tail -40 "$dir/build.log" >&2
     echo "setup.py failed" >&2
@@ -110,6 +126,11 @@ build() {
     { echo "$so is not linked against libasan and libubsan" >&2; echo "$libs" >&2; return 1; }
 }
 timed "build (MAX_JOBS=$MAX_JOBS)" build
+if [ -n "$build_only" ]; then
+  step "sanitizer build done"
+  printf '%s\n' "${timings[@]}"
+  exit 0
+fi
 
 libasan=$(gcc -print-file-name=libasan.so)
 [ -e "$libasan" ] || { echo "gcc has no libasan.so ($libasan)" >&2; exit 1; }

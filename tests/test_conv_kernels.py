@@ -265,7 +265,10 @@ def test_opcheck_passes_for_both_ops(requires_grad):
 @pytest.mark.parametrize("algorithm", RUNGS)
 @pytest.mark.parametrize("activation", ["none", "gelu"])
 def test_gradcheck_and_gradgradcheck_in_float64(algorithm, activation):
-    # gradgradcheck differentiates the backward op, whose own backward is the reference's.
+    # gradcheck: each rung's backward op is the Jacobian of its forward. gradgradcheck then checks
+    # the backward op's own backward, which is one function for every rung (the reference's VJP,
+    # registered once in kernels/conv.py): it runs on one rung per activation. On every rung it
+    # repeated that check at ~10 s a case (most of the conv tests' time in CI).
     g = torch.Generator().manual_seed(3)
     groups = 3 if algorithm == "depthwise" else 1
     x = torch.randn(1, 3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -278,7 +281,8 @@ def test_gradcheck_and_gradgradcheck_in_float64(algorithm, activation):
         )
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
-    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+    if algorithm == "direct":
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
 
 
 def test_torch_compile_fullgraph_gives_the_eager_values_and_gradients():
