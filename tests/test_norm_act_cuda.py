@@ -724,6 +724,9 @@ def test_batch_norm_act_matches_torch_under_non_default_tunings(name):
 @cuda_kernels
 def test_tuning_parameters_start_at_their_defaults_and_come_back_after_a_block():
     before = K.cuda_tuning_params(ops)
+    from benchmarks import cuda_tuning  # the sweep's table of defaults, checked against the compiled one
+
+    assert {name: p.default for name, p in before.items()} == cuda_tuning.DEFAULTS
     assert all(p.value == p.default and p.min <= p.default <= p.max for p in before.values())
     assert before["ln_warp_row_max"].max == 1024  # the warp kernels' register capacity: never above it
     x, w = seeded((6, 300), seed=1), seeded(300, seed=2)
