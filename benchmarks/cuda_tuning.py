@@ -190,8 +190,9 @@ def _tuned(setting: tuple[tuple[str, int], ...], make: Callable[[], Closure]) ->
 
 
 def _randn(shape, dtype, device, seed) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    """Seeded values drawn on the device itself (each implementation of a case builds its own inputs)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, generator=g, device=device).to(dtype)
 
 
 def _layer_norm(kind: str, rows: int, hidden: int, dtype: torch.dtype, device: torch.device) -> Callable[[], Closure]:
@@ -280,6 +281,8 @@ def skip_reason(device: torch.device) -> str | None:
     """Why the sweep cannot run on ``device``, or None when it can."""
     if device.type != "cuda":
         return f"the CUDA tuning sweep needs a CUDA device (this run is on {device.type})"
+    if not torch.cuda.is_available():
+        return "the CUDA tuning sweep needs a CUDA device (torch sees none)"
     if not K.AVAILABLE:
         return f"the compiled kernels are unavailable: {K.UNAVAILABLE_REASON}"
     if not hasattr(torch.ops.minitorch_nn, "_cuda_tuning"):

@@ -209,6 +209,8 @@ def test_the_cuda_tuning_sweep_is_skipped_with_its_reason_on_a_cpu(tmp_path, cap
 
     assert cuda_tuning.cases(torch.device("cpu"), quick=True) == []
     assert "needs a CUDA device" in cuda_tuning.skip_reason(torch.device("cpu"))
+    if not torch.cuda.is_available():
+        assert "torch sees none" in cuda_tuning.skip_reason(torch.device("cuda"))
     assert run.main(["--quick", "--device", "cpu", "--families", "cuda_tuning", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["results"] == []
