@@ -677,6 +677,7 @@ def test_rstd_is_finite_for_constant_rows():
 # ---------------------------------------------------------------------------------------------
 # Run-time tuning parameters (csrc/cuda/tuning.h): any value in range computes the same function.
 # Each setting below sends the shapes down another path than the defaults do, on small shapes.
+tuned = pytest.mark.skipif(MODE == "cpu", reason="the CUDA launchers' tuning parameters: the CPU ops have none")
 
 TUNINGS = {
     # A row of 300 goes block-per-row, forward and backward (default: a warp per row up to 1024).
@@ -693,7 +694,7 @@ TUNINGS = {
 }
 
 
-@cuda_kernels
+@tuned
 @pytest.mark.parametrize("name", TUNINGS)
 def test_layer_norm_act_matches_torch_under_non_default_tunings(name):
     params, shapes = TUNINGS[name]
@@ -712,7 +713,7 @@ BN_TUNINGS = {
 }
 
 
-@cuda_kernels
+@tuned
 @pytest.mark.parametrize("name", BN_TUNINGS)
 def test_batch_norm_act_matches_torch_under_non_default_tunings(name):
     with K.cuda_tuning(ops, **BN_TUNINGS[name]):
@@ -721,7 +722,7 @@ def test_batch_norm_act_matches_torch_under_non_default_tunings(name):
                 check_batch_norm(x, "silu", True, f"{name}: {layout} {dtype}")
 
 
-@cuda_kernels
+@tuned
 def test_tuning_parameters_start_at_their_defaults_and_come_back_after_a_block():
     before = K.cuda_tuning_params(ops)
     from benchmarks import cuda_tuning  # the sweep's table of defaults, checked against the compiled one
@@ -743,7 +744,7 @@ def test_tuning_parameters_start_at_their_defaults_and_come_back_after_a_block()
     assert K.cuda_tuning_params(ops) == before
 
 
-@cuda_kernels
+@tuned
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
