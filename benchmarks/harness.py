@@ -43,6 +43,7 @@ class Case:
     copy_elements: int | None = None  # compare GB/s with a copy of this many elements
     validate: bool = True  # check each implementation's result against the baseline's
     note: str = ""
+    teardown: Callable[[], None] | None = None  # run after the case's last timing (restores global state)
 
 
 @dataclass
@@ -224,7 +225,20 @@ def run_case(
     copy_gbps: dict[tuple[int, torch.dtype], float],
     peaks: dict[torch.dtype, float] | None = None,
 ) -> list[Result]:
-    """Validate and time every implementation of ``case``."""
+    """Validate and time every implementation of ``case``, then run its teardown (whatever happened)."""
+    try:
+        return _run_case(case, timer, copy_gbps, peaks)
+    finally:
+        if case.teardown is not None:
+            case.teardown()
+
+
+def _run_case(
+    case: Case,
+    timer: Timer,
+    copy_gbps: dict[tuple[int, torch.dtype], float],
+    peaks: dict[torch.dtype, float] | None,
+) -> list[Result]:
     closures: dict[str, Closure] = {}
     results: dict[str, Result] = {}
     expected = None

@@ -143,9 +143,12 @@ def markdown(
     notes: dict[str, str] | None = None,
     clone_gbps: dict[str, str] | None = None,
     images: Sequence[str] = (),
+    summaries: dict[str, str] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> str:
     """The report: environment, copy bandwidths, then per family its notes (the family module's
-    docstring: what is compared and where the time goes) and its table."""
+    docstring: what is compared and where the time goes), its table and its summary; last, each
+    family skipped on this device, with its notes and the reason."""
     out = ["# minitorch_nn benchmarks", ""]
     out += [f"- **{k}**: {v}" for k, v in env.items()]
     out += [
@@ -173,6 +176,13 @@ def markdown(
         if flagged:
             out += ["", "Flagged (not printed as a percentage):"]
             out += [f"- {r.op} · {r.shape} · {r.mode} · {r.impl}: {r.flag}" for r in flagged]
+        if summaries and summaries.get(family):
+            out += ["", summaries[family].strip()]
+    for family, reason in (skipped or {}).items():
+        out += ["", f"## {family}", ""]
+        if notes and notes.get(family):
+            out += [notes[family].strip(), ""]
+        out.append(f"**Skipped**: {reason}.")
     return "\n".join(out) + "\n"
 
 
@@ -183,15 +193,20 @@ def write(
     rows: Sequence[Result],
     notes: dict[str, str] | None = None,
     clone_gbps: dict[str, str] | None = None,
+    summaries: dict[str, str] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     md, js = outdir / "report.md", outdir / "results.json"
     written = plots(outdir, rows)
-    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps, [p.name for p in written]))
+    images = [p.name for p in written]
+    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps, images, summaries, skipped))
     payload = {
         "environment": env,
         "memory_floor_gbps": copy_gbps,
         "clone_gbps": clone_gbps or {},
+        "skipped": skipped or {},
+        "summaries": summaries or {},
         "results": [dataclasses.asdict(r) for r in rows],
     }
     js.write_text(json.dumps(payload, indent=1) + "\n")

@@ -4,6 +4,11 @@ python -m benchmarks                      # the full suite, results under benchm
 python -m benchmarks --quick              # tiny shapes, a smoke test of the whole pipeline
 python -m benchmarks --families linear    # one op family
 python -m benchmarks --device cpu --out /tmp/bench
+python -m benchmarks --device cuda --families cuda_tuning --min-run-time 0.2 --out /tmp/cuda_tuning   # the sweep
+
+A family module may also define ``skip_reason(device)`` (why it has no cases on this device: the
+report says so) and ``summary(rows)`` (markdown printed after the table and added under the
+family's table in the report).
 """
 
 from __future__ import annotations
@@ -22,7 +27,19 @@ from pathlib import Path
 
 import torch
 
-from . import activation, conv, dropout, gemm_sweep, linear, loss, norm_act, normalization, pooling, report
+from . import (
+    activation,
+    conv,
+    cuda_tuning,
+    dropout,
+    gemm_sweep,
+    linear,
+    loss,
+    norm_act,
+    normalization,
+    pooling,
+    report,
+)
 from .harness import (
     Case,
     Result,
@@ -46,6 +63,7 @@ FAMILIES: dict[str, Callable[[torch.device, bool], list[Case]]] = {
     "norm_act": norm_act.cases,
     "normalization": normalization.cases,
     "pooling": pooling.cases,
+    "cuda_tuning": cuda_tuning.cases,  # last: its cases set process-wide tuning (each case restores it)
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -100,7 +118,28 @@ def merge_thp_rows(rows: list[Result], thp_rows: list[Result]) -> list[Result]:
 
 def family_notes(families: list[str]) -> dict[str, str]:
     """Each family module's docstring, for the report: what it compares and where the time goes."""
-    return {f: inspect.getdoc(sys.modules[FAMILIES[f].__module__]) or "" for f in families}
+    return {f: inspect.getdoc(family_module(f)) or "" for f in families}
+
+
+def family_module(family: str):
+    return sys.modules[FAMILIES[family].__module__]
+
+
+def skipped_families(families: list[str], device: torch.device) -> dict[str, str]:
+    """Each family that says it cannot run on ``device`` (its ``skip_reason``), and why."""
+    reasons = {f: getattr(family_module(f), "skip_reason", lambda _device: None)(device) for f in families}
+    return {f: reason for f, reason in reasons.items() if reason}
+
+
+def family_summaries(families: list[str], rows: list[Result]) -> dict[str, str]:
+    """Each family's ``summary`` of its rows (markdown), where it has one and rows to summarise."""
+    out = {}
+    for f in families:
+        summarize = getattr(family_module(f), "summary", None)
+        text = summarize([r for r in rows if r.family == f]) if summarize else ""
+        if text:
+            out[f] = text
+    return out
 
 
 def best_device() -> torch.device:
@@ -140,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown families {sorted(unknown)}; choose from {sorted(FAMILIES)}")
     min_run_time = args.min_run_time or (0.05 if args.quick else 0.5)
     timer = Timer(device, min_run_time)
-    cases = [c for f in families for c in FAMILIES[f](device, args.quick)]
+    skipped = skipped_families(families, device)
+    for f, reason in skipped.items():
+        print(f"{f}: skipped, {reason}", file=sys.stderr)
+    cases = [c for f in families if f not in skipped for c in FAMILIES[f](device, args.quick)]
     if args.only_impls:
         keep = args.only_impls.split(",")
         cases = [dataclasses.replace(c, impls={k: v for k, v in c.impls.items() if k in keep}) for c in cases]
@@ -185,9 +227,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = flag_inconsistent(rows)
     print("\n" + report.table(rows))
+    summaries = family_summaries(families, rows)
+    for f, text in summaries.items():
+        print(f"\n{f}:\n{text}")
     outdir = args.out or RESULTS / (report.device_slug(device) + ("-quick" if args.quick else ""))
     copy_named = {f"{n} x {str(d).removeprefix('torch.')}": v for (n, d), v in copy_gbps.items()}
-    for path in report.write(outdir, env, copy_named, rows, family_notes(families), clone_gbps):
+    written = report.write(
+        outdir, env, copy_named, rows, family_notes(families), clone_gbps, summaries=summaries, skipped=skipped
+    )
+    for path in written:
         print(f"wrote {path}", file=sys.stderr)
     failed = [r for r in rows if r.error]
     if failed:

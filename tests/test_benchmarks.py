@@ -178,3 +178,79 @@ def test_the_layer_norm_cases_time_every_ladder_rung_beside_the_kernel():
             rungs = [f"kernel rung {r}" for r in (1, 2, 3) if r > 1 or rows * hidden <= norm_act.RUNG1_MAX_ELEMENTS]
             ours = [name for name in c.impls if name.startswith("kernel")]
             assert ours == [*rungs, "kernel"], (c.op, c.shape, c.mode)
+
+
+def test_the_cuda_tuning_sweep_enumerates_every_parameters_grid_default_first():
+    # Built (not run) on any machine: the cases are setups, nothing touches a device until timed.
+    from benchmarks import cuda_tuning
+
+    cases = cuda_tuning.cases(torch.device("cuda"), quick=False)
+    swept = {c.op.split(":")[0] for c in cases}
+    assert swept == set(cuda_tuning.DEFAULTS)
+    for sweep in cuda_tuning.sweeps(quick=False):
+        values = cuda_tuning.grid(sweep)
+        assert values[0] == cuda_tuning.DEFAULTS[sweep.param]
+        assert len(values) == len(set(values)) >= 5
+        mine = [c for c in cases if c.op.startswith(sweep.param + ":") and c.dtype == sweep.dtype]
+        assert len({c.shape for c in mine}) >= 3
+        for c in mine:
+            names = [cuda_tuning.impl_name(sweep.param, v) for v in values]
+            assert set(names) <= set(c.impls)
+            assert c.baseline == names[0] == next(iter(c.impls))  # the default, validated first
+            assert c.teardown is not None  # restores the defaults after the case
+    # The quick grid: the default and one other value of every parameter.
+    quick = cuda_tuning.cases(torch.device("cuda"), quick=True)
+    assert {c.op.split(":")[0] for c in quick} == set(cuda_tuning.DEFAULTS)
+    assert all(len(c.impls) == 2 for c in quick)
+
+
+def test_the_cuda_tuning_sweep_is_skipped_with_its_reason_on_a_cpu(tmp_path, capsys):
+    from benchmarks import cuda_tuning
+
+    assert cuda_tuning.cases(torch.device("cpu"), quick=True) == []
+    assert "needs a CUDA device" in cuda_tuning.skip_reason(torch.device("cpu"))
+    if not torch.cuda.is_available():
+        assert "torch sees none" in cuda_tuning.skip_reason(torch.device("cuda"))
+    assert run.main(["--quick", "--device", "cpu", "--families", "cuda_tuning", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["results"] == []
+    assert "needs a CUDA device" in data["skipped"]["cuda_tuning"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## cuda_tuning" in report
+    assert "**Skipped**: the CUDA tuning sweep needs a CUDA device" in report
+    assert "cuda_tuning: skipped" in capsys.readouterr().err
+
+
+def test_a_case_teardown_runs_after_its_timings_even_when_an_implementation_fails():
+    calls = []
+
+    def broken():
+        raise RuntimeError("no")
+
+    case = Case(
+        "activation",
+        "relu",
+        "8",
+        torch.float32,
+        "fwd",
+        {"torch": lambda: lambda: torch.relu(torch.ones(8)), "broken": broken},
+        teardown=lambda: calls.append("teardown"),
+    )
+    rows = run_case(case, Timer(torch.device("cpu"), min_run_time=0.01), {})
+    assert calls == ["teardown"]
+    assert rows[1].error == "RuntimeError: no"
+
+
+def test_the_cuda_tuning_summary_names_the_best_value_per_shape_and_per_parameter():
+    from benchmarks import cuda_tuning
+
+    def row(shape, value, us):
+        impl = cuda_tuning.impl_name("ln_warp_row_max", value)
+        op = "ln_warp_row_max: layer_norm+gelu forward op"
+        return Result("cuda_tuning", op, shape, "bfloat16", "fwd", impl, us, None)
+
+    rows = [row("8x256", 1024, 10.0), row("8x256", 256, 8.0), row("8x512", 1024, 10.0), row("8x512", 256, 12.0)]
+    text = cuda_tuning.summary(rows)
+    assert "| ln_warp_row_max: layer_norm+gelu forward op | 8x256 | 256 | 8.0 | 10.0 | 1.25x |" in text
+    assert "| ln_warp_row_max: layer_norm+gelu forward op | 8x512 | 1024 | 10.0 | 10.0 | 1.00x |" in text
+    assert "`ln_warp_row_max` (default 1024): best on 1 of 2 cases at" in text

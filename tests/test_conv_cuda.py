@@ -177,6 +177,26 @@ def test_a_long_weight_gradient_reduction_is_split_and_added_in_order():
     check_rung(x, w, None, {"stride": 1, "padding": 1, "dilation": 1, "groups": 1}, "none", "implicit")
 
 
+# The weight gradient's split under non-default tunings (csrc/cuda/tuning.h): N·OH·OW = 3200 values
+# to reduce. Many short slices (span 16, the tile's depth), one slice (no workspace, no second kernel),
+# and slices of 1072 (3200/3 rounded up to the tile's depth: the last one shorter).
+SPLIT_TUNINGS = {
+    "short slices": {"conv_min_span": 16, "conv_target_blocks": 65535},
+    "one slice": {"conv_target_blocks": 1},
+    "uneven slices": {"conv_min_span": 1100, "conv_target_blocks": 65535},
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_TUNINGS)
+def test_the_weight_gradient_matches_torch_under_non_default_split_tunings(name):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 2, 40, 40, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    with K.cuda_tuning(ops, **SPLIT_TUNINGS[name]):
+        check_rung(x, w, b, {"stride": 1, "padding": 1, "dilation": 1, "groups": 1}, "silu", "implicit")
+
+
 @pytest.mark.parametrize("algorithm", GENERAL)
 def test_an_empty_batch_gives_torchs_shape_and_gradients(algorithm):
     x = torch.randn(0, 4, 5, 5, device=DEV, requires_grad=True)

@@ -333,6 +333,32 @@ def test_an_invalid_rung_is_a_value_error_naming_the_valid_ones(rung):
         K.layer_norm_act(torch.randn(2, 3), 3, rung=rung)
 
 
+@pytest.mark.parametrize("rung", [None, *K.LADDER_RUNGS])
+def test_layer_norm_act_module_runs_the_rung_it_was_built_with(rung):
+    # The module is the function with its parameters: the same bits, forward and gradients, as
+    # layer_norm_act(..., rung=rung) (the ladder's rungs sum in different orders, so this tells them apart
+    # only where the bits differ; the property above checks each rung against torch).
+    m = K.LayerNormAct(33, activation="silu", rung=rung)
+    with torch.no_grad():
+        m.weight.copy_(torch.randn(33))
+        m.bias.copy_(torch.randn(33))
+    x = torch.randn(5, 33, requires_grad=True)
+    y = m(x)
+    (dx, dw, db) = torch.autograd.grad(y, (x, m.weight, m.bias), torch.ones_like(y))
+    w, b = m.weight.detach().requires_grad_(), m.bias.detach().requires_grad_()
+    y_fn = K.layer_norm_act(x, 33, w, b, m.eps, "silu", rung=rung)
+    expected = (y_fn, *torch.autograd.grad(y_fn, (x, w, b), torch.ones_like(y_fn)))
+    for got, want in zip((y, dx, dw, db), expected, strict=True):
+        assert torch.equal(got, want)
+    assert m.rung == rung
+    assert ("rung=" in repr(m)) == (rung is not None)
+
+
+def test_layer_norm_act_module_refuses_an_invalid_rung_when_built():
+    with pytest.raises(ValueError, match=r"rung must be None \(the production kernel\) or one of \(1, 2, 3, 4\)"):
+        K.LayerNormAct(8, rung=5)
+
+
 @pytest.mark.parametrize("rung", [0, 4])
 def test_the_ladder_op_itself_refuses_a_rung_it_does_not_have(rung):
     # Rung 4 is layer_norm_act itself; the ladder ops run rungs 1-3 (and say so).

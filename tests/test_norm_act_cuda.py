@@ -672,3 +672,92 @@ def test_rstd_is_finite_for_constant_rows():
     assert torch.isfinite(rstd).all()
     assert torch.all(out == 0)
     torch.testing.assert_close(rstd.cpu(), torch.full((5,), 1 / math.sqrt(1e-5)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-time tuning parameters (csrc/cuda/tuning.h): any value in range computes the same function.
+# Each setting below sends the shapes down another path than the defaults do, on small shapes.
+tuned = pytest.mark.skipif(MODE == "cpu", reason="the CUDA launchers' tuning parameters: the CPU ops have none")
+
+TUNINGS = {
+    # A row of 300 goes block-per-row, forward and backward (default: a warp per row up to 1024).
+    "crossover at 256": ({"ln_warp_row_max": 256, "ln_backward_warp_row_max": 256}, [(37, 300), (9, 256)]),
+    # Every row block-per-row, even rows of 1 and 7 values (a block of 256 threads, mostly idle).
+    "crossover at 0": ({"ln_warp_row_max": 0, "ln_backward_warp_row_max": 0}, [(5, 1), (37, 7), (3, 64)]),
+    # No row cached in shared memory: the block kernels read x (and dy) again from global memory.
+    "no row cache": ({"ln_row_cache_bytes": 0}, [(9, 1500), (7, 2041)]),
+    # 4 KiB: a bfloat16 row of 1500 is cached in the forward (3000 bytes), not in the backward (6000).
+    "4 KiB row cache": ({"ln_row_cache_bytes": 4096}, [(9, 1500)]),
+    # One row a worker (37 partial rows of dγ, dβ), then one worker for every row.
+    "a worker per row": ({"ln_min_rows_per_worker": 1}, [(37, 64), (37, 1500)]),
+    "one worker": ({"ln_min_rows_per_worker": 1 << 30}, [(37, 64), (37, 1500)]),
+}
+
+
+@tuned
+@pytest.mark.parametrize("name", TUNINGS)
+def test_layer_norm_act_matches_torch_under_non_default_tunings(name):
+    params, shapes = TUNINGS[name]
+    with K.cuda_tuning(ops, **params) as now:
+        assert all(now[p].value == v for p, v in params.items())
+        for M, N in shapes:
+            for dtype in (torch.float32, torch.bfloat16, torch.float64):
+                check_layer_norm(seeded((M, N), dtype, seed=N), "gelu", f"{name}: {dtype} {M}x{N}")
+
+
+BN_TUNINGS = {
+    # Chunks of a few values: many chunks per channel, merged in order by the finalize kernels.
+    "tiny chunks": {"bn_chunk_values_nchw": 7, "bn_chunk_values_cl": 5, "bn_target_blocks": 65535},
+    # One chunk per channel whatever the shape.
+    "one chunk": {"bn_target_blocks": 1},
+}
+
+
+@tuned
+@pytest.mark.parametrize("name", BN_TUNINGS)
+def test_batch_norm_act_matches_torch_under_non_default_tunings(name):
+    with K.cuda_tuning(ops, **BN_TUNINGS[name]):
+        for dtype in (torch.float32, torch.bfloat16):
+            for layout, x in bn_layouts(dtype, seed=41)[:4]:
+                check_batch_norm(x, "silu", True, f"{name}: {layout} {dtype}")
+
+
+@tuned
+def test_tuning_parameters_start_at_their_defaults_and_come_back_after_a_block():
+    before = K.cuda_tuning_params(ops)
+    from benchmarks import cuda_tuning  # the sweep's table of defaults, checked against the compiled one
+
+    assert {name: p.default for name, p in before.items()} == cuda_tuning.DEFAULTS
+    assert all(p.value == p.default and p.min <= p.default <= p.max for p in before.values())
+    assert before["ln_warp_row_max"].max == 1024  # the warp kernels' register capacity: never above it
+    x, w = seeded((6, 300), seed=1), seeded(300, seed=2)
+    today = ops.layer_norm_act(x, [300], w, w, 1e-5, "gelu")
+    with K.cuda_tuning(ops, ln_warp_row_max=256, ln_row_cache_bytes=0):
+        tuned = ops.layer_norm_act(x, [300], w, w, 1e-5, "gelu")
+        assert K.cuda_tuning_params(ops)["ln_row_cache_bytes"].value == 0
+    assert K.cuda_tuning_params(ops) == before
+    again = ops.layer_norm_act(x, [300], w, w, 1e-5, "gelu")
+    assert all(torch.equal(a, b) for a, b in zip(today, again, strict=True))
+    torch.testing.assert_close(tuned, today)  # the block kernel sums in another order: not bitwise
+    with pytest.raises(KeyError), K.cuda_tuning(ops, ln_min_rows_per_worker=1):
+        raise KeyError("an error inside the block")
+    assert K.cuda_tuning_params(ops) == before
+
+
+@tuned
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        ({"ln_warp_row_max": 1025}, ValueError, r"ln_warp_row_max .* must be in \[0, 1024\], got 1025"),
+        ({"ln_min_rows_per_worker": 0}, ValueError, r"must be in \[1, "),
+        ({"ln_row_cache_bytes": 48 * 1024}, ValueError, r"ln_row_cache_bytes .* must be in \[0, 48896\]"),
+        ({"bn_target_blocks": -1}, ValueError, "bn_target_blocks"),
+        ({"warp_row_max": 512}, ValueError, "unknown CUDA tuning parameter 'warp_row_max'; the parameters are: ln_"),
+        ({"ln_warp_row_max": 2.5}, TypeError, "integer"),
+    ],
+)
+def test_bad_tuning_names_and_values_raise_and_change_nothing(params, error, match):
+    before = K.cuda_tuning_params(ops)
+    with pytest.raises(error, match=match), K.cuda_tuning(ops, conv_min_span=16, **params):
+        pass
+    assert K.cuda_tuning_params(ops) == before

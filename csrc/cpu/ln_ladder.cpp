@@ -46,12 +46,12 @@
 
 #include "../norm_act_plan.h"
 #include "../ops.h"
+#include "vec_io.h"
 #include "vec_math.h"
 
 namespace minitorch_nn {
 namespace {
 
-using at::vec::Vectorized;
 template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
 
@@ -158,36 +158,9 @@ void backward_rows_parallel(int64_t M, int64_t N, int64_t chunks, acc_t* dw_part
 // doubles with AVX2), the activation included: act_forward / act_derivative are templates over a
 // value type, and vec_math.h gives them the vector primitives. The last N mod K values of a row
 // go through rung 1's scalar code. The sums keep K lanes of partial sums, added across at the end
-// of the row (a different order from rung 1's: the same math, other roundings).
-
-// K values of scalar_t as acc_t lanes (bfloat16 and float16 widened to float), and back.
-template <typename scalar_t>
-Vectorized<acc_type<scalar_t>> load_acc(const scalar_t* p) {
-  if constexpr (std::is_same_v<scalar_t, acc_type<scalar_t>>) {
-    return Vectorized<scalar_t>::loadu(p);
-  } else {
-    Vectorized<float> v;
-    at::vec::load_to_float(p, v);
-    return v;
-  }
-}
-template <typename scalar_t>
-void store_acc(scalar_t* p, const Vectorized<acc_type<scalar_t>>& v) {
-  if constexpr (std::is_same_v<scalar_t, acc_type<scalar_t>>) {
-    v.store(p);
-  } else {
-    at::vec::convert_from_float<scalar_t>(v, v).store(p, Vectorized<float>::size());
-  }
-}
-
-template <typename acc_t>
-acc_t hsum(const Vectorized<acc_t>& v) {
-  alignas(64) acc_t lanes[Vectorized<acc_t>::size()];
-  v.store(lanes);
-  acc_t s = 0;
-  for (acc_t lane : lanes) s += lane;
-  return s;
-}
+// of the row in acc_t (a different order from rung 1's: the same math, other roundings). Loads,
+// stores (bfloat16 and float16 widened to float and rounded back a vector at a time) and the lane
+// sum are vec_io.h's, shared with rung 4.
 
 template <Act A, typename scalar_t, typename acc_t = acc_type<scalar_t>>
 void forward_row_vec(const scalar_t* x, const acc_t* w, const acc_t* b, scalar_t* y, int64_t N, double eps,
@@ -197,17 +170,17 @@ void forward_row_vec(const scalar_t* x, const acc_t* w, const acc_t* b, scalar_t
   const int64_t NV = N - N % K;  // [0, NV) in vectors of K values, [NV, N) one value at a time
   const acc_t shift = static_cast<acc_t>(x[0]);
   V vsum(0);
-  for (int64_t j = 0; j < NV; j += K) vsum += load_acc(x + j) - V(shift);
-  acc_t sum = hsum(vsum);
+  for (int64_t j = 0; j < NV; j += K) vsum += load(x + j) - V(shift);
+  acc_t sum = hsum<acc_t>(vsum);
   for (int64_t j = NV; j < N; ++j) sum += static_cast<acc_t>(x[j]) - shift;
   const acc_t mu = shift + sum / static_cast<acc_t>(N);
   const V vmu(mu);
   V vm2(0);
   for (int64_t j = 0; j < NV; j += K) {
-    const V d = load_acc(x + j) - vmu;
+    const V d = load(x + j) - vmu;
     vm2 = at::vec::fmadd(d, d, vm2);
   }
-  acc_t m2 = hsum(vm2);
+  acc_t m2 = hsum<acc_t>(vm2);
   for (int64_t j = NV; j < N; ++j) {
     const acc_t d = static_cast<acc_t>(x[j]) - mu;
     m2 += d * d;
@@ -215,8 +188,8 @@ void forward_row_vec(const scalar_t* x, const acc_t* w, const acc_t* b, scalar_t
   const acc_t rs = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(m2) / N + eps));
   const V vrs(rs);
   for (int64_t j = 0; j < NV; j += K) {
-    const V xhat = (load_acc(x + j) - vmu) * vrs;
-    store_acc(y + j, act_forward<A>(at::vec::fmadd(xhat, V::loadu(w + j), V::loadu(b + j))));
+    const V xhat = (load(x + j) - vmu) * vrs;
+    store(y + j, act_forward<A>(at::vec::fmadd(xhat, V::loadu(w + j), V::loadu(b + j))));
   }
   for (int64_t j = NV; j < N; ++j) {
     const acc_t xhat = (static_cast<acc_t>(x[j]) - mu) * rs;
@@ -236,15 +209,15 @@ void backward_row_vec(const scalar_t* dy, const scalar_t* x, acc_t mu, acc_t rs,
   // Pass 1: Σg and Σg·x̂ (K lanes each), dγ and dβ.
   V vsum_g(0), vsum_gx(0);
   for (int64_t j = 0; j < NV; j += K) {
-    const V xhat = (load_acc(x + j) - vmu) * vrs;
+    const V xhat = (load(x + j) - vmu) * vrs;
     const V wv = V::loadu(w + j);
-    const V dz = load_acc(dy + j) * act_derivative<A>(at::vec::fmadd(xhat, wv, V::loadu(b + j)));
+    const V dz = load(dy + j) * act_derivative<A>(at::vec::fmadd(xhat, wv, V::loadu(b + j)));
     vsum_g += dz * wv;
     vsum_gx = at::vec::fmadd(dz * wv, xhat, vsum_gx);
     if (dw) at::vec::fmadd(dz, xhat, V::loadu(dw + j)).store(dw + j);
     if (db) (V::loadu(db + j) + dz).store(db + j);
   }
-  acc_t sum_g = hsum(vsum_g), sum_gx = hsum(vsum_gx);
+  acc_t sum_g = hsum<acc_t>(vsum_g), sum_gx = hsum<acc_t>(vsum_gx);
   for (int64_t j = NV; j < N; ++j) {
     const acc_t xhat = (static_cast<acc_t>(x[j]) - mu) * rs;
     const acc_t dz = static_cast<acc_t>(dy[j]) * act_derivative<A>(xhat * w[j] + b[j]);
@@ -258,10 +231,10 @@ void backward_row_vec(const scalar_t* dy, const scalar_t* x, acc_t mu, acc_t rs,
   const acc_t mean_g = sum_g / static_cast<acc_t>(N), mean_gx = sum_gx / static_cast<acc_t>(N);
   const V vmean_g(mean_g), vmean_gx(mean_gx);
   for (int64_t j = 0; j < NV; j += K) {
-    const V xhat = (load_acc(x + j) - vmu) * vrs;
+    const V xhat = (load(x + j) - vmu) * vrs;
     const V wv = V::loadu(w + j);
-    const V g = load_acc(dy + j) * act_derivative<A>(at::vec::fmadd(xhat, wv, V::loadu(b + j))) * wv;
-    store_acc(dx + j, vrs * (g - vmean_g - xhat * vmean_gx));
+    const V g = load(dy + j) * act_derivative<A>(at::vec::fmadd(xhat, wv, V::loadu(b + j))) * wv;
+    store(dx + j, vrs * (g - vmean_g - xhat * vmean_gx));
   }
   for (int64_t j = NV; j < N; ++j) {
     const acc_t xhat = (static_cast<acc_t>(x[j]) - mu) * rs;

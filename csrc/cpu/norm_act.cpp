@@ -46,62 +46,13 @@
 #include "../bn_shape.h"
 #include "../norm_act_plan.h"
 #include "../ops.h"
+#include "vec_io.h"
 #include "vec_math.h"
 
 namespace minitorch_nn {
 namespace {
 
-using at::vec::Vectorized;
-
 constexpr int64_t kBlock = 1024;  // values per float partial sum before it is added in double
-
-// ---------------------------------------------------------------------------------------------
-// Loads and stores of acc_t vectors from tensors of scalar_t (bfloat16 and float16 are widened
-// to float on load and rounded once on store).
-
-template <typename acc_t>
-inline Vectorized<acc_t> load(const acc_t* p) {
-  return Vectorized<acc_t>::loadu(p);
-}
-template <typename acc_t>
-inline Vectorized<acc_t> load(const acc_t* p, int64_t n) {
-  return Vectorized<acc_t>::loadu(p, n);
-}
-// (Non-template overloads for the two 16-bit types: a template here would tie with c10::load,
-// which argument-dependent lookup also finds for c10's types.)
-template <typename R>
-inline Vectorized<float> load_16bit(const R* p, int64_t n) {
-  Vectorized<float> v;
-  if (n == Vectorized<float>::size()) {
-    at::vec::load_to_float(p, v);
-    return v;
-  }
-  alignas(64) float buf[Vectorized<float>::size()] = {};
-  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(p[i]);
-  return Vectorized<float>::loadu(buf);
-}
-inline Vectorized<float> load(const at::BFloat16* p, int64_t n = Vectorized<float>::size()) { return load_16bit(p, n); }
-inline Vectorized<float> load(const at::Half* p, int64_t n = Vectorized<float>::size()) { return load_16bit(p, n); }
-template <typename acc_t>
-inline void store(acc_t* p, const Vectorized<acc_t>& v) {
-  v.store(p);
-}
-template <typename acc_t>
-inline void store(acc_t* p, const Vectorized<acc_t>& v, int64_t n) {
-  v.store(p, n);
-}
-template <typename R>
-inline void store_16bit(R* p, const Vectorized<float>& v, int64_t n) {
-  alignas(64) float buf[Vectorized<float>::size()];
-  v.store(buf);
-  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<R>(buf[i]);
-}
-inline void store(at::BFloat16* p, const Vectorized<float>& v, int64_t n = Vectorized<float>::size()) {
-  store_16bit(p, v, n);
-}
-inline void store(at::Half* p, const Vectorized<float>& v, int64_t n = Vectorized<float>::size()) {
-  store_16bit(p, v, n);
-}
 
 // A hint to start loading the cache line at p (into all cache levels) without waiting for it.
 // The LayerNorm kernels give it the next row while they do a row's arithmetic: that pass runs
@@ -111,15 +62,6 @@ inline void store(at::Half* p, const Vectorized<float>& v, int64_t n = Vectorize
 template <typename T>
 inline void prefetch(const T* p) {
   __builtin_prefetch(p, /*rw=*/0, /*locality=*/3);
-}
-
-template <typename acc_t>
-inline double hsum(const Vectorized<acc_t>& v) {
-  alignas(64) acc_t buf[Vectorized<acc_t>::size()];
-  v.store(buf);
-  double s = 0;
-  for (int64_t i = 0; i < Vectorized<acc_t>::size(); ++i) s += buf[i];
-  return s;
 }
 
 // Σ_{i<n} g(x[i]) for a contiguous run x[0..n), g applied to acc_t vectors and to acc_t scalars.
@@ -143,7 +85,7 @@ double block_sum(const scalar_t* x, int64_t n, const G& g) {
     for (; i + K <= len; i += K) a0 += g(load(p + i));
     acc_t tail = 0;
     for (; i < len; ++i) tail += g(static_cast<acc_t>(p[i]));
-    total += hsum<acc_t>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
+    total += hsum<double>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
   }
   return total;
 }
@@ -284,8 +226,8 @@ void layer_norm_act_backward_kernel(const scalar_t* dY, const scalar_t* X, const
       for (; j + K <= N; j += K) step(j, K);
       if (j < N) step(j, N - j);
       // Pass 2: dx = rstd·(g − mean(g) − x̂·mean(g·x̂))   (terms 1, 2 and 3).
-      const V mean_g(static_cast<acc_t>(hsum<acc_t>(sum_g) / N));
-      const V mean_gx(static_cast<acc_t>(hsum<acc_t>(sum_gx) / N));
+      const V mean_g(static_cast<acc_t>(hsum<double>(sum_g) / N));
+      const V mean_gx(static_cast<acc_t>(hsum<double>(sum_gx) / N));
       scalar_t* dx = dX + r * N;
       for (j = 0; j < N; j += K) {
         const int64_t n = std::min<int64_t>(K, N - j);
@@ -565,8 +507,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
                   a += dz;
                   ax = at::vec::fmadd(dz, xhat, ax);
                 }
-                t_dz += hsum<acc_t>(a);
-                t_dzx += hsum<acc_t>(ax);
+                t_dz += hsum<double>(a);
+                t_dzx += hsum<double>(ax);
               }
             }
             sum_dz[c] = t_dz;

@@ -47,13 +47,18 @@
 
 #include "common.cuh"
 #include "conv.h"
+#include "tuning.h"
 
 namespace minitorch_nn {
 namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kTileM = 64, kTileN = 64, kTileK = 16;  // MEASURE: chosen, not swept (no GPU here yet)
+// MEASURE: the tile is chosen, not swept (no GPU here yet). It is compile-time (the register tile, the
+// shared-memory arrays and the loads a thread makes all follow from it), so it is not a run-time
+// tuning parameter: sweeping it means instantiating gemm_tiles for each candidate and choosing among
+// them at launch (csrc/README.md, "Tuning").
+constexpr int kTileM = 64, kTileN = 64, kTileK = 16;
 constexpr int kSub = 4;                               // each thread: a 4×4 register tile
 constexpr int kLanes = 16;                            // threads along each side of the block tile
 static_assert(kLanes * kLanes == kThreads && kLanes * kSub == kTileM && kLanes * kSub == kTileN);
@@ -259,18 +264,22 @@ dim3 tiles_grid(int64_t rows, int64_t cols, int64_t zs) {
               static_cast<unsigned>(std::min(zs, kMaxGrid)));
 }
 
-// How the weight gradient's reduction is split: enough slices for about kTargetBlocks blocks in
-// all, each slice at least kMinSpan long (a multiple of kTileK), so that the partial sums stay
-// small next to the reads.
-// MEASURE: both constants are chosen for an H100's 132 SMs, not measured.
-constexpr int64_t kTargetBlocks = 512, kMinSpan = 1024;
+// How the weight gradient's reduction is split: enough slices for about conv_target_blocks blocks
+// in all, each slice at least conv_min_span long (then rounded up to a multiple of kTileK), so that
+// the partial sums stay small next to the reads. Run-time tuning parameters (tuning.h), swept by
+// benchmarks/cuda_tuning.py. MEASURE: both defaults are chosen for an H100's 132 SMs, not measured.
+TuningParam conv_target_blocks{"conv_target_blocks", "conv2d rung 2 weight gradient: blocks wanted in all", 512, 1,
+                               65535, {512}};
+TuningParam conv_min_span{"conv_min_span", "conv2d rung 2 weight gradient: shortest slice of the reduction", 1024,
+                          1, int64_t{1} << 30, {1024}};
 struct Split {
   int64_t slices, span;
 };
 Split weight_split(const ConvShape& s) {
   const int64_t R = s.N * s.L();
   const int64_t blocks = ceil_div(s.K(), kTileM) * ceil_div(s.Og(), kTileN) * s.groups;
-  const int64_t wanted = std::max<int64_t>(1, std::min(ceil_div(kTargetBlocks, blocks), ceil_div(R, kMinSpan)));
+  const int64_t wanted =
+      std::max<int64_t>(1, std::min(ceil_div(conv_target_blocks.get(), blocks), ceil_div(R, conv_min_span.get())));
   const int64_t span = ceil_div(ceil_div(R, wanted), kTileK) * kTileK;
   return {ceil_div(R, span), span};
 }
@@ -278,6 +287,11 @@ Split weight_split(const ConvShape& s) {
 int64_t whole(int64_t depth) { return std::max<int64_t>(kTileK, ceil_div(depth, kTileK) * kTileK); }
 
 }  // namespace
+
+TuningTable conv_implicit_tuning() {
+  static TuningParam* const params[] = {&conv_target_blocks, &conv_min_span};
+  return {params, static_cast<int>(sizeof(params) / sizeof(params[0]))};
+}
 
 template <typename T>
 cudaError_t conv2d_implicit_forward(const ConvShape& s, Strided4<const T> x, Strided4<const T> w, const T* bias,

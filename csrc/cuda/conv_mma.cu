@@ -92,7 +92,10 @@ constexpr int kWarp = 32;
 #endif
 constexpr int64_t kMaxGrid = MTNN_MAX_GRID;
 
-// MEASURE: block tile, k slice, stages and warp grid.
+// MEASURE: block tile, k slice, stages and warp grid. All compile-time: the fragment arrays, the
+// shared-memory stages, the copy passes and the swizzle are sized by them, so they are not run-time
+// tuning parameters (tuning.h). A sweep instantiates the kernel for each candidate shape (a template
+// on them, with the static_asserts below as the constraints) and times each (csrc/README.md, "Tuning").
 constexpr int kBM = 128, kBN = 128, kBK = 32;
 constexpr int kStages = 3;
 constexpr int kWarpsM = 2, kWarpsN = 4;

@@ -12,23 +12,25 @@
 // R = B·S values. Arithmetic is in acc_t (float for float, half and bfloat16; double for double).
 //
 // Design, and what has and has not been measured: nothing here has been timed on a GPU yet (it was
-// written on a machine with nvcc and no GPU). The constants marked MEASURE are first guesses.
+// written on a machine with nvcc and no GPU). The constants marked MEASURE are first guesses; those a
+// launch can take at run time are tuning parameters (tuning.h), swept by benchmarks/cuda_tuning.py.
 //
 // LayerNorm forward. A row is read from global memory once:
-//   * N ≤ kWarpRowMax: one warp per row, the row held in registers (kWarpRowMax/32 values a lane);
+//   * N ≤ ln_warp_row_max (≤ kWarpRowMax = 1024): one warp per row, the row held in registers
+//     (kWarpRowMax/32 values a lane);
 //   * longer rows: one block per row, the row kept in shared memory when it fits in
-//     kRowCacheBytes (each thread re-reads only the elements it stored, so no barrier is needed
+//     ln_row_cache_bytes (each thread re-reads only the elements it stored, so no barrier is needed
 //     for the cache), else re-read from global memory (then mostly from L2).
 //   Statistics are two-pass over the held row: the mean, then Σ(x − μ)² (no E[x²] − μ²
 //   cancellation). 128-bit loads and stores when every row start is 16-byte aligned (base
 //   pointers aligned and N a multiple of the vector width); a scalar path otherwise (N = 1023,
 //   storage offsets).
-// LayerNorm backward. Same row mapping (for double, warp per row only up to 256 values: see
-//   backward_warp_row_max). dγ and dβ: each worker (warp or block) accumulates its
-//   rows' dz·x̂ and dz for the columns it owns into a partial row of its own (registers for a warp,
-//   global memory for a block: a thread owns its columns, so there are no races); a second
-//   kernel adds the partial rows in a fixed order. The number of workers depends only on M and N,
-//   so results are bitwise repeatable run to run.
+// LayerNorm backward. Same row mapping, its crossover ln_backward_warp_row_max (for double, warp per
+//   row only up to 256 values: see backward_warp_row_max). dγ and dβ: each worker (warp or block)
+//   accumulates its rows' dz·x̂ and dz for the columns it owns into a partial row of its own
+//   (registers for a warp, global memory for a block: a thread owns its columns, so there are no
+//   races); a second kernel adds the partial rows in a fixed order. The number of workers depends
+//   only on M, N and the tuning parameters, so results are bitwise repeatable run to run.
 // BatchNorm. Per-channel reductions (the backward's Σdz and Σdz·x̂; the training statistics as
 //   Welford states, csrc/welford.h, in one pass, where the CPU makes two passes, the mean and then
 //   Σ(x − μ)²: a GPU pass over x costs as much as the arithmetic, and Welford is as stable) split R
@@ -48,6 +50,7 @@
 #include <cstdint>
 
 #include "common.cuh"
+#include "tuning.h"
 #include "../welford.h"
 #include "norm_act.h"
 
@@ -57,9 +60,9 @@ namespace {
 
 constexpr int kWarp = 32;
 
-// MEASURE: rows of at most kWarpRowMax values go warp-per-row, longer ones block-per-row. 1024 is
-// where the warp path's registers (32 values a lane, 64 in the backward) still fit without spills
-// for float; the real crossover must be measured on a GPU (it has not been).
+// The warp-per-row kernels hold a row in registers: kWarpRowMax/32 values a lane (64 in the
+// backward). 1024 is the most for which they still fit without spills for float; it is their
+// compile-time capacity, and so the upper bound of the run-time crossover below.
 constexpr int kWarpRowMax = 1024;
 // The warp-per-row backward keeps four values per element of its row in registers (x̂, g and the
 // two partial sums), 4·kWarpRowMax/32 = 128 a lane: 128 registers for float, 256 for double, over
@@ -72,14 +75,42 @@ constexpr int backward_warp_row_max() {
 }
 constexpr int kWarpsPerBlock = 4;     // warp-per-row kernels: 128-thread blocks
 constexpr int kRowBlockThreads = 256;  // block-per-row kernels
-// MEASURE: block-per-row keeps the row in shared memory up to this size. 24 KiB lets 8 blocks of
-// 256 threads (a full SM) fit in an A100/H100 SM's shared memory.
-constexpr int64_t kRowCacheBytes = 24 * 1024;
-// MEASURE: LayerNorm backward workers and their partial rows. A worker handles at least
-// kMinRowsPerWorker rows, so the partial rows (read again by the reduction) stay small next to x.
-constexpr int64_t kMinRowsPerWorker = 8;
+// A block's shared memory without the opt-in attribute is 48 KiB, static and dynamic together; the
+// block-per-row kernels' static part is a 32-value scratch of acc_t (at most 256 bytes).
+constexpr int64_t kMaxRowCacheBytes = 48 * 1024 - kWarp * 8;
 constexpr int64_t kMaxWarpWorkerBlocks = 1024;  // 4096 warps
 constexpr int64_t kMaxRowWorkerBlocks = 512;
+
+// Run-time tuning parameters (tuning.h): today's guesses as defaults, swept on a GPU by
+// benchmarks/cuda_tuning.py. MEASURE: none of these defaults has been measured yet.
+//
+// Rows of at most ln_warp_row_max values go warp-per-row, longer ones block-per-row (forward); the
+// backward has its own crossover, as its warp kernel holds four times the registers (and double rows
+// over 256 always go block-per-row, backward_warp_row_max). 1024, the warp kernels' capacity, is a
+// guess at the crossover: the block kernel may well win earlier.
+TuningParam ln_warp_row_max{"ln_warp_row_max", "LayerNorm forward: longest row a warp handles (longer: a block)",
+                            kWarpRowMax, 0, kWarpRowMax, {kWarpRowMax}};
+TuningParam ln_backward_warp_row_max{"ln_backward_warp_row_max",
+                                     "LayerNorm backward: longest row a warp handles (longer: a block)", kWarpRowMax,
+                                     0, kWarpRowMax, {kWarpRowMax}};
+// Block-per-row keeps the row (the backward: x and dy) in shared memory up to this many bytes, else
+// re-reads it from global memory (then mostly L2). 24 KiB lets 8 blocks of 256 threads (a full SM)
+// fit in an A100/H100 SM's shared memory.
+TuningParam ln_row_cache_bytes{"ln_row_cache_bytes",
+                               "LayerNorm block-per-row: most bytes of a row cached in shared memory", 24 * 1024, 0,
+                               kMaxRowCacheBytes, {24 * 1024}};
+// LayerNorm backward workers and their partial rows of dγ, dβ. A worker handles at least this many
+// rows, so the partial rows (read again by the reduction) stay small next to x.
+TuningParam ln_min_rows_per_worker{"ln_min_rows_per_worker", "LayerNorm backward: fewest rows a worker sums",
+                                   8, 1, int64_t{1} << 30, {8}};
+// BatchNorm reductions: chunks per channel (reduce_chunks below), at least this many values a chunk
+// (NCHW, channels_last), and about this many blocks in all (enough to fill a large GPU).
+TuningParam bn_chunk_values_nchw{"bn_chunk_values_nchw", "BatchNorm NCHW reductions: fewest values a chunk",
+                                 4096, 1, int64_t{1} << 30, {4096}};
+TuningParam bn_chunk_values_cl{"bn_chunk_values_cl", "BatchNorm channels_last reductions: fewest values a chunk",
+                               256, 1, int64_t{1} << 30, {256}};
+TuningParam bn_target_blocks{"bn_target_blocks", "BatchNorm reductions: blocks wanted in all", 2048, 1, 65535,
+                             {2048}};
 // BatchNorm reductions.
 constexpr int kReduceThreads = 256;
 constexpr int kClTileC = 32, kClTileR = 8;  // channels_last reduction block: 32 channels × 8 rows
@@ -110,8 +141,8 @@ __device__ __forceinline__ acc_t rstd_of(acc_t m2, int64_t n, double eps) {
 // ---------------------------------------------------------------------------------------------
 // LayerNorm + activation, forward.
 
-// One warp per row, N ≤ kWarpRowMax. Lane l holds vectors l, l + 32, ... of the row (kItems of
-// them), so a warp's loads are contiguous.
+// One warp per row, N ≤ ln_warp_row_max ≤ kWarpRowMax. Lane l holds vectors l, l + 32, ... of the
+// row (kItems of them), so a warp's loads are contiguous.
 template <Act A, typename T, int V>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     ln_forward_warp(const T* __restrict__ X, const acc_type<T>* __restrict__ W, const acc_type<T>* __restrict__ Bias,
@@ -169,8 +200,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   }
 }
 
-// One block per row, N > kWarpRowMax. Thread t owns vectors t, t + blockDim, ... of the row; with
-// `cache` it copies them to shared memory on the first pass and reads them back from there.
+// One block per row, N > ln_warp_row_max (any N works). Thread t owns vectors t, t + blockDim, ...
+// of the row; with `cache` it copies them to shared memory on the first pass and reads them back.
 template <Act A, typename T, int V>
 __global__ void __launch_bounds__(kRowBlockThreads)
     ln_forward_block(const T* __restrict__ X, const acc_type<T>* __restrict__ W, const acc_type<T>* __restrict__ Bias,
@@ -641,13 +672,14 @@ cudaError_t launch_elementwise(const Op& op, const BNShape& s, cudaStream_t stre
   return cudaGetLastError();
 }
 
-// Chunks per channel for the reductions: a function of the shape only (so results are bitwise
-// repeatable), enough blocks in all to fill a large GPU, and at least ~4096 (NCHW) or 256
-// (channels_last) values per chunk. MEASURE.
+// Chunks per channel for the reductions: a function of the shape (and the tuning) only, so results
+// are bitwise repeatable; about bn_target_blocks blocks in all, and at least bn_chunk_values_nchw
+// (NCHW) or bn_chunk_values_cl (channels_last) values per chunk.
 int64_t reduce_chunks(const BNShape& s) {
-  const int64_t R = s.B * s.S;
-  const int64_t K = s.channels_last ? std::min(ceil_div(R, 256), ceil_div(2048, ceil_div(s.C, kClTileC)))
-                                    : std::min(ceil_div(R, 4096), ceil_div(2048, s.C));
+  const int64_t R = s.B * s.S, blocks = bn_target_blocks.get();
+  const int64_t K = s.channels_last
+                        ? std::min(ceil_div(R, bn_chunk_values_cl.get()), ceil_div(blocks, ceil_div(s.C, kClTileC)))
+                        : std::min(ceil_div(R, bn_chunk_values_nchw.get()), ceil_div(blocks, s.C));
   return std::max<int64_t>(1, std::min(K, kMaxGrid));
 }
 
@@ -674,16 +706,24 @@ struct LnBackwardPlan {
 };
 template <typename T>
 LnBackwardPlan ln_backward_plan(int64_t M, int64_t N) {
-  if (N <= backward_warp_row_max<T>()) {
-    const int64_t blocks = std::max<int64_t>(
-        1, std::min(ceil_div(M, kWarpsPerBlock * kMinRowsPerWorker), kMaxWarpWorkerBlocks));
+  const int64_t min_rows = ln_min_rows_per_worker.get();
+  if (N <= std::min<int64_t>(ln_backward_warp_row_max.get(), backward_warp_row_max<T>())) {
+    const int64_t blocks =
+        std::max<int64_t>(1, std::min(ceil_div(M, kWarpsPerBlock * min_rows), kMaxWarpWorkerBlocks));
     return {true, blocks, blocks * kWarpsPerBlock};
   }
-  const int64_t blocks = std::max<int64_t>(1, std::min(ceil_div(M, kMinRowsPerWorker), kMaxRowWorkerBlocks));
+  const int64_t blocks = std::max<int64_t>(1, std::min(ceil_div(M, min_rows), kMaxRowWorkerBlocks));
   return {false, blocks, blocks};
 }
 
 }  // namespace
+
+TuningTable norm_act_tuning() {
+  static TuningParam* const params[] = {&ln_warp_row_max,        &ln_backward_warp_row_max, &ln_row_cache_bytes,
+                                        &ln_min_rows_per_worker, &bn_chunk_values_nchw,     &bn_chunk_values_cl,
+                                        &bn_target_blocks};
+  return {params, static_cast<int>(sizeof(params) / sizeof(params[0]))};
+}
 
 // ---------------------------------------------------------------------------------------------
 // Launchers.
@@ -697,7 +737,7 @@ cudaError_t layer_norm_act_forward(Act act, const T* x, const acc_type<T>* weigh
   const bool vec = N % kV == 0 && aligned16(x) && aligned16(y);
   return dispatch_act(act, [&](auto a) {
     constexpr Act A = decltype(a)::value;
-    if (N <= kWarpRowMax) {
+    if (N <= ln_warp_row_max.get()) {
       const unsigned grid = static_cast<unsigned>(std::min(ceil_div(M, kWarpsPerBlock), kMaxGrid));
       if (vec)
         ln_forward_warp<A, T, kV><<<grid, kWarpsPerBlock * kWarp, 0, stream>>>(x, weight, bias, y, mean, rstd, M, N, eps);
@@ -705,7 +745,7 @@ cudaError_t layer_norm_act_forward(Act act, const T* x, const acc_type<T>* weigh
         ln_forward_warp<A, T, 1><<<grid, kWarpsPerBlock * kWarp, 0, stream>>>(x, weight, bias, y, mean, rstd, M, N, eps);
     } else {
       const unsigned grid = static_cast<unsigned>(std::min(M, kMaxGrid));
-      const bool cache = N * static_cast<int64_t>(sizeof(T)) <= kRowCacheBytes;
+      const bool cache = N * static_cast<int64_t>(sizeof(T)) <= ln_row_cache_bytes.get();
       const size_t smem = cache ? static_cast<size_t>(N) * sizeof(T) : 0;
       if (vec)
         ln_forward_block<A, T, kV><<<grid, kRowBlockThreads, smem, stream>>>(x, weight, bias, y, mean, rstd, M, N, eps, cache);
@@ -748,7 +788,7 @@ cudaError_t layer_norm_act_backward(Act act, const T* dy, const T* x, const acc_
         ln_backward_warp<A, T, 1><<<grid, kWarpsPerBlock * kWarp, 0, stream>>>(dy, x, mean, rstd, weight, bias, dx,
                                                                                dw_part, db_part, M, N);
     } else {
-      const bool cache = dx != nullptr && 2 * N * static_cast<int64_t>(sizeof(T)) <= kRowCacheBytes;
+      const bool cache = dx != nullptr && 2 * N * static_cast<int64_t>(sizeof(T)) <= ln_row_cache_bytes.get();
       const size_t smem = cache ? 2 * static_cast<size_t>(N) * sizeof(T) : 0;
       if (vec)
         ln_backward_block<A, T, kV><<<grid, kRowBlockThreads, smem, stream>>>(dy, x, mean, rstd, weight, bias, dx,

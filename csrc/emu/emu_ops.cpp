@@ -2,7 +2,8 @@
 // (csrc/cuda/norm_act_ops.h, ln_ladder_ops.h and conv_ops.h: the shared checks and output
 // planning, the dtype dispatch, the launchers of the .cu files) with the emulator's device policy,
 // registered for CPU tensors as torch.ops.minitorch_nn_emu.* (the schemas are minitorch_nn's,
-// defined from Python by csrc/emu/build.py before this library loads). Test and teaching infrastructure: built on demand,
+// defined from Python by csrc/emu/build.py before this library loads), and the tuning ops of
+// tuning_ops.h. Test and teaching infrastructure: built on demand,
 // never part of the shipped extension.
 #include <torch/library.h>
 
@@ -13,6 +14,7 @@
 #include "conv_ops.h"
 #include "ln_ladder_ops.h"
 #include "norm_act_ops.h"
+#include "tuning_ops.h"
 
 namespace minitorch_nn {
 namespace {
@@ -36,6 +38,9 @@ struct Emulator {
 };
 
 }  // namespace
+
+// The CUDA launchers' tuning parameters (not tensor ops: defined here, not from minitorch_nn's schemas).
+TORCH_LIBRARY_FRAGMENT(minitorch_nn_emu, m) { cuda_ops::define_tuning_ops(m); }
 
 TORCH_LIBRARY_IMPL(minitorch_nn_emu, CPU, m) {
   m.impl("layer_norm_act", &cuda_ops::layer_norm_act<Emulator>);

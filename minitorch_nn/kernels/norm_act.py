@@ -281,7 +281,9 @@ class LayerNormAct(LayerNorm):
 
     Same arguments, parameters and ``state_dict`` as :class:`minitorch_nn.nn.LayerNorm` (and so
     :class:`torch.nn.LayerNorm`), plus ``activation``; ``LayerNormAct(..., activation='gelu')``
-    computes what ``Sequential(LayerNorm(...), GELU())`` does.
+    computes what ``Sequential(LayerNorm(...), GELU())`` does. ``rung`` picks the kernel ladder's
+    rung, forward and backward, as :func:`layer_norm_act`'s does (default None: the production
+    kernel, the fastest).
 
     Example::
 
@@ -293,16 +295,21 @@ class LayerNormAct(LayerNorm):
         torch.Size([2, 5, 16])
     """
 
-    def __init__(self, *args, activation: str = "gelu", **kwargs) -> None:
+    def __init__(self, *args, activation: str = "gelu", rung: int | None = None, **kwargs) -> None:
         _check_activation(activation)
+        _check_rung(rung)
         super().__init__(*args, **kwargs)
         self.activation = activation
+        self.rung = rung
 
     def forward(self, input: Tensor) -> Tensor:
-        return layer_norm_act(input, self.normalized_shape, self.weight, self.bias, self.eps, self.activation)
+        return layer_norm_act(
+            input, self.normalized_shape, self.weight, self.bias, self.eps, self.activation, self.rung
+        )
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation!r}"
+        rung = "" if self.rung is None else f", rung={self.rung}"
+        return f"{super().extra_repr()}, activation={self.activation!r}{rung}"
 
 
 class BatchNormAct2d(BatchNorm2d):
