@@ -60,11 +60,14 @@ full=""
 # the ops and runs no new kernel code: it is left to the full profile and the GPU. Bitwise
 # repeatability runs with the fibers in a random order (float32), where it means the most. The
 # LayerNorm+act ladder's property: every rung on the plain build, rungs 1-3 with capped grids (~9 s),
-# rung 3 (128-bit accesses, and rung 2 where rows are misaligned) under ASan+UBSan (~8 s).
+# rung 3 (128-bit accesses, and rung 2 where rows are misaligned) under ASan+UBSan (~8 s). The
+# non-default CUDA tunings (csrc/cuda/tuning.h): all with capped grids (~27 s), the row-cache,
+# per-row-worker and split-slice ones under ASan+UBSan (~31 s; never the bad-name tests there: a
+# C++ exception aborts that build).
 quick_plain=(-k "not compile and not repeatable")
 quick_order=(-k "(every_row_length and float32) or (every_layout and float32) or (repeatable and float32)")
-quick_capped=(-k "(every_row_length and not bfloat16 and not float16) or (every_layout and float32) or empty or misaligned or (every_ladder_rung and not 4)")
-quick_asan=(-k "((every_row_length and ([3-torch or [257-torch or [2041-torch)) or every_layout) and not float16 or (every_ladder_rung and 3)")
+quick_capped=(-k "(every_row_length and not bfloat16 and not float16) or (every_layout and float32) or empty or misaligned or (every_ladder_rung and not 4) or tuning")
+quick_asan=(-k "((every_row_length and ([3-torch or [257-torch or [2041-torch)) or every_layout) and not float16 or (every_ladder_rung and 3) or (non_default and (cache or per))")
 quick_tsan=(-k "(every_row_length and 2041-torch.float32) or (every_layout and float32-train)")
 quick_blocks=(-k "(every_row_length and float32) or (every_layout and float32)")
 # The conv ladder: every test on the plain build; bitwise repeatability and the odd shapes with
@@ -73,8 +76,8 @@ quick_blocks=(-k "(every_row_length and float32) or (every_layout and float32)")
 # tensor-core rung and the split weight gradient; under ThreadSanitizer (one OS thread per CUDA
 # thread: slow), one odd shape of rung 2, whose tiles go through shared memory between barriers.
 conv_order=(-k "repeatable or odd_shapes")
-conv_capped=(-k "odd_shapes or long_weight")
-conv_asan=(-k "(odd_shapes and implicit) or tensor_core or long_weight")
+conv_capped=(-k "odd_shapes or long_weight or tuning")
+conv_asan=(-k "(odd_shapes and implicit) or tensor_core or long_weight or (non_default and slices)")
 conv_tsan=(-k "odd_shapes and implicit and 13-6-5")
 if [ "$profile" = full ]; then
   full=1

@@ -219,9 +219,10 @@ def _channel_of_storage_index(idx, t):
 
 @pytest.mark.parametrize("algorithm", ["implicit", "depthwise", "direct"])
 def test_conv2d_forward_past_2_to_the_31_elements(algorithm):
-    groups = 2 if algorithm == "depthwise" else 1
-    c = groups
-    side = math.isqrt(BOUNDARY // c) + 2  # c·side² > 2^31, in and out (3x3, padding 1)
+    # One plane past 2^31 (c = 1), or for the depthwise rung 2048 planes of 1025² (it copies a
+    # whole plane per thread into a padded buffer: 4.3 GB each for a plane of 2^30).
+    c = groups = 2048 if algorithm == "depthwise" else 1
+    side = 1025 if algorithm == "depthwise" else math.isqrt(BOUNDARY) + 2  # c·side² > 2^31, in and out
     x = trits(1, c, side, side, dtype=torch.float32, seed=4)
     w = trits(c, 1, 3, 3, dtype=torch.float32, seed=5)
     y = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], groups, "none", algorithm)
@@ -230,7 +231,7 @@ def test_conv2d_forward_past_2_to_the_31_elements(algorithm):
     # one holding element 2^31 of the output (and the last rows), against torch on the input
     # rows they read.
     flat = BOUNDARY % (side * side)
-    ch = BOUNDARY // (side * side)  # the channel holding element 2^31 (0 for groups=1)
+    ch = BOUNDARY // (side * side)  # the channel holding element 2^31
     r = flat // side
     for rr in (r - 1, r, r + 1, side - 1):
         # Output row rr reads input rows rr-1..rr+1 (zero rows beyond the edges: padding 1).
