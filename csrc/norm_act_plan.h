@@ -81,7 +81,6 @@ inline void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef nor
   TORCH_CHECK(input.dim() >= k && input.sizes().slice(input.dim() - k).equals(normalized_shape),
               "layer_norm_act: input of shape ", input.sizes(), " does not end in normalized_shape ",
               normalized_shape);
-  check_input_dtype("layer_norm_act", input);
   for (const auto* p : {&weight, &bias}) {
     if (p->has_value() && (*p)->defined()) {
       const auto& t = **p;
@@ -89,10 +88,13 @@ inline void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef nor
       TORCH_CHECK(t.sizes().equals(normalized_shape), "layer_norm_act: expected ", name, " of shape ",
                   normalized_shape, ", got ", t.sizes());
       check_same_device("layer_norm_act", name, t, input);
-      check_parameter_dtype("layer_norm_act", name, t, input);
     }
   }
+  // torch's order: the shapes, γ and β of one dtype, the input's dtype, then theirs against it.
   check_parameter_dtypes_agree("layer_norm_act", input, {{"weight", &weight}, {"bias", &bias}});
+  check_input_dtype("layer_norm_act", input);
+  if (present(weight)) check_parameter_dtype("layer_norm_act", "weight", *weight, input);
+  if (present(bias)) check_parameter_dtype("layer_norm_act", "bias", *bias, input);
 }
 
 // γ and β as contiguous acc_t vectors of length N (ones and zeros when absent), so the kernels
@@ -129,7 +131,8 @@ inline at::Tensor bn_layout(const at::Tensor& x, bool* channels_last) {
 inline void check_batch_norm_inputs(const at::Tensor& input, NamedParams params) {
   TORCH_CHECK(input.dim() >= 2, "batch_norm_act: expected input with at least 2 dims (N, C, ...), got ", input.dim());
   const int64_t C = input.size(1);
-  // torch's order: the parameters' sizes, then the input's dtype, then the parameters' dtypes.
+  // torch's order: the parameters' sizes, their agreeing on one dtype, the input's dtype, then
+  // the parameters' dtypes against it.
   for (const auto& [name, p] : params) {
     if (p->has_value() && (*p)->defined()) {
       const auto& t = **p;
@@ -138,11 +141,11 @@ inline void check_batch_norm_inputs(const at::Tensor& input, NamedParams params)
       check_same_device("batch_norm_act", name, t, input);
     }
   }
+  check_parameter_dtypes_agree("batch_norm_act", input, params);
   check_input_dtype("batch_norm_act", input);
   for (const auto& [name, p] : params) {
     if (present(*p)) check_parameter_dtype("batch_norm_act", name, **p, input);
   }
-  check_parameter_dtypes_agree("batch_norm_act", input, params);
 }
 
 
