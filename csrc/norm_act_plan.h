@@ -49,6 +49,24 @@ inline void check_parameter_dtype(const char* op, const char* name, const at::Te
               " must be ", input.scalar_type(), acc != input.scalar_type() ? " or float32" : "", ")");
 }
 
+// ... and, as torch's CPU kernels require, one dtype for all of them: with bfloat16 input, a
+// bfloat16 weight beside a float32 bias (or running statistics) is torch's RuntimeError.
+using NamedParams = std::initializer_list<std::pair<const char*, const std::optional<at::Tensor>*>>;
+
+inline void check_parameter_dtypes_agree(const char* op, const at::Tensor& input, NamedParams params) {
+  const char* first = nullptr;
+  at::ScalarType dtype = input.scalar_type();
+  for (const auto& [name, p] : params) {
+    if (!present(*p)) continue;
+    if (first == nullptr) {
+      first = name;
+      dtype = (*p)->scalar_type();
+    }
+    TORCH_CHECK((*p)->scalar_type() == dtype, op, ": mixed dtype: ", first, " has dtype ", dtype, " but ", name,
+                " has dtype ", (*p)->scalar_type(), " (with ", input.scalar_type(),
+                " input, the parameters must all be ", input.scalar_type(), " or all float32)");
+  }
+}
 
 inline int64_t prod(at::IntArrayRef shape) {
   int64_t p = 1;
@@ -63,7 +81,6 @@ inline void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef nor
   TORCH_CHECK(input.dim() >= k && input.sizes().slice(input.dim() - k).equals(normalized_shape),
               "layer_norm_act: input of shape ", input.sizes(), " does not end in normalized_shape ",
               normalized_shape);
-  check_input_dtype("layer_norm_act", input);
   for (const auto* p : {&weight, &bias}) {
     if (p->has_value() && (*p)->defined()) {
       const auto& t = **p;
@@ -71,9 +88,13 @@ inline void check_layer_norm_inputs(const at::Tensor& input, at::IntArrayRef nor
       TORCH_CHECK(t.sizes().equals(normalized_shape), "layer_norm_act: expected ", name, " of shape ",
                   normalized_shape, ", got ", t.sizes());
       check_same_device("layer_norm_act", name, t, input);
-      check_parameter_dtype("layer_norm_act", name, t, input);
     }
   }
+  // torch's order: the shapes, γ and β of one dtype, the input's dtype, then theirs against it.
+  check_parameter_dtypes_agree("layer_norm_act", input, {{"weight", &weight}, {"bias", &bias}});
+  check_input_dtype("layer_norm_act", input);
+  if (present(weight)) check_parameter_dtype("layer_norm_act", "weight", *weight, input);
+  if (present(bias)) check_parameter_dtype("layer_norm_act", "bias", *bias, input);
 }
 
 // γ and β as contiguous acc_t vectors of length N (ones and zeros when absent), so the kernels
@@ -107,19 +128,23 @@ inline at::Tensor bn_layout(const at::Tensor& x, bool* channels_last) {
   return x.contiguous(*channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
 
-inline void check_batch_norm_inputs(
-    const at::Tensor& input, std::initializer_list<std::pair<const char*, const std::optional<at::Tensor>*>> params) {
+inline void check_batch_norm_inputs(const at::Tensor& input, NamedParams params) {
   TORCH_CHECK(input.dim() >= 2, "batch_norm_act: expected input with at least 2 dims (N, C, ...), got ", input.dim());
-  check_input_dtype("batch_norm_act", input);
   const int64_t C = input.size(1);
+  // torch's order: the parameters' sizes, their agreeing on one dtype, the input's dtype, then
+  // the parameters' dtypes against it.
   for (const auto& [name, p] : params) {
     if (p->has_value() && (*p)->defined()) {
       const auto& t = **p;
       TORCH_CHECK(t.dim() == 1 && t.size(0) == C, "batch_norm_act: expected ", name, " of shape [", C, "], got ",
                   t.sizes());
       check_same_device("batch_norm_act", name, t, input);
-      check_parameter_dtype("batch_norm_act", name, t, input);
     }
+  }
+  check_parameter_dtypes_agree("batch_norm_act", input, params);
+  check_input_dtype("batch_norm_act", input);
+  for (const auto& [name, p] : params) {
+    if (present(*p)) check_parameter_dtype("batch_norm_act", name, **p, input);
   }
 }
 

@@ -453,9 +453,10 @@ def running_stats(draw, c, dtype, device):
 def test_batch_norm_act_matches_torch_and_the_reference(device, activation, data):
     x, training = data.draw(batch_norm_inputs(device))
     c = x.shape[1]
-    weight, bias = data.draw(affine_params((c,), x.dtype, device))
-    momentum, eps = data.draw(st.floats(0, 1)), data.draw(eps_values)
     stats = data.draw(running_stats(c, x.dtype, device)) if not training or data.draw(st.booleans()) else None
+    # torch's rule: γ, β and the running statistics share one dtype (16-bit input's, or float32).
+    weight, bias = data.draw(affine_params((c,), stats[0].dtype if stats else x.dtype, device))
+    momentum, eps = data.draw(st.floats(0, 1)), data.draw(eps_values)
     tol, band = norm_act_tolerances(x, channel_grouping(x), weight, bias, eps, activation, None if training else stats)
     inputs = {"input": x, "weight": weight, "bias": bias}
 
@@ -471,7 +472,8 @@ def test_batch_norm_act_matches_torch_and_the_reference(device, activation, data
 
         def oracle(x, w, b, norm=norm, oracle_stats=oracle_stats):
             # Dense copies: torch 2.13's CPU batch_norm backward mishandles some layouts (see contiguous()).
-            x, w, b = (contiguous(wide(t)) for t in (x, w, b))
+            # (γ, β in the oracle's dtype too: float32 beside 16-bit input is widened with it.)
+            x, w, b = (contiguous(None if t is None else t.to(wide(x).dtype)) for t in (x, w, b))
             return norm(x, *oracle_stats, w, b, training, momentum, eps)
 
         assert_norm_act_matches(fused, oracle, acts, activation, inputs, tol=tol, band=band)
@@ -515,7 +517,7 @@ def test_batch_norm_act_on_an_empty_batch_leaves_running_stats_alone_like_torch(
 def test_batch_norm_act_running_var_is_unbiased_and_normalization_biased(device):
     x = torch.tensor([[1.0], [2.0], [3.0], [6.0]], dtype=torch.float64, device=device)  # one channel, m = 4
     rm, rv = torch.zeros(1, dtype=torch.float64, device=device), torch.zeros(1, dtype=torch.float64, device=device)
-    y = K.batch_norm_act(x, rm, rv, training=True, momentum=1.0, eps=0.0, activation="none")
+    y = K.batch_norm_act(x, rm, rv, training=True, momentum=1.0, eps=1e-300, activation="none")  # eps > 0, as torch
     assert rm.item() == pytest.approx(3.0)
     assert rv.item() == pytest.approx(14 / 3)  # unbiased, not the biased 14/4
     assert y.pow(2).mean().item() == pytest.approx(1.0)  # normalized by the biased variance
@@ -544,7 +546,11 @@ def test_long_reductions_across_the_kernels_summation_blocks_match_torch(device,
     c = shape[-1] if op == "layer_norm" else shape[1]
     w, b = ((torch.randn(c, generator=g, dtype=torch.float64) + 1).to(dtype) for _ in range(2))
     x, w, b = (t.to(device).requires_grad_() for t in (x, w, b))
-    stats = (torch.linspace(-1, 1, c, device=device), torch.linspace(0.5, 2, c, device=device))
+    # In γ and β's dtype: torch refuses 16-bit γ, β beside float32 running statistics.
+    stats = (
+        torch.linspace(-1, 1, c, device=device, dtype=dtype),
+        torch.linspace(0.5, 2, c, device=device, dtype=dtype),
+    )
 
     def fused(x, w, b):
         if op == "layer_norm":
@@ -740,7 +746,7 @@ def sample_inputs(device, *, requires_grad):
         (make(4, 3, 2, 5), make(3), make(3), *stats(3), True, 0.1, 1e-5, "relu"),
         (make(2, 5, 3, 3).to(memory_format=torch.channels_last), make(5), None, *stats(5), False, 0.1, 1e-5, "silu"),
         (make(6, 7, dtype=torch.float64), None, None, None, None, True, 0.1, 1e-5, "gelu_tanh"),
-        (make(3, 4, 5, dtype=torch.bfloat16), None, make(4, dtype=torch.bfloat16), *stats(4), True, 0.3, 1e-3, "gelu"),
+        (make(3, 4, 5, dtype=torch.bfloat16), None, make(4), *stats(4), True, 0.3, 1e-3, "gelu"),  # float32 params
     ]
     # The ladder's ops (rungs 1-3; rung 4 is layer_norm_act): the same registration for every rung, so
     # two samples, each with its own rung (None: not sampled).

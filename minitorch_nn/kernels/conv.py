@@ -45,6 +45,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..functional._common import check_tensors
+from ..functional.conv import _check_conv_args as check_conv_args
 from ..functional.conv import batched_conv_args, resolve_padding
 from ..nn.conv import Conv2d
 from ._loader import AVAILABLE, require
@@ -202,7 +204,11 @@ def conv2d(
     require()
     _check_activation(activation)
     _check_algorithm(algorithm)
+    check_tensors("conv2d", input=input, weight=weight, bias=bias)
     x, stride_, padding_, dilation_ = batched_conv_args(input, weight, stride, padding, dilation)
+    # torch's checks, in torch's order (the reference's), before the op's own dtype check: a
+    # bfloat16 input with a bad stride is torch's RuntimeError, not our NotImplementedError.
+    check_conv_args(x, weight, bias, stride_, padding_, dilation_, groups)
     y = torch.ops.minitorch_nn.conv2d(
         x, weight, bias, list(stride_), list(padding_), list(dilation_), groups, activation, algorithm
     )

@@ -46,11 +46,13 @@ rung   CPU (``csrc/cpu/ln_ladder.cpp``)                            CUDA (``csrc/
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from ..functional._common import check_tensors
 from ..nn.normalization import BatchNorm2d, LayerNorm
 from ._loader import AVAILABLE, require
 
@@ -201,6 +203,10 @@ def layer_norm_act(
     Returns:
         A contiguous tensor of ``input``'s shape and dtype.
 
+    Differs from torch (on purpose): the float32 gradients of a constant or near-constant row are
+    the exact ones; torch's backward recomputes x − μ with its rounded μ, which rstd ≈ 1/√eps
+    amplifies (a 2-value row of 6167.73: dx = 252, −248 for ±248.34; docs/findings.md).
+
     Example::
 
         >>> import minitorch_nn.kernels as K
@@ -212,6 +218,7 @@ def layer_norm_act(
     require()
     _check_activation(activation)
     _check_rung(rung)
+    check_tensors("layer_norm_act", input=input, weight=weight, bias=bias)
     shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
     if rung is None or rung == 4:
         out, _mean, _rstd = torch.ops.minitorch_nn.layer_norm_act(input, shape, weight, bias, float(eps), activation)
@@ -260,7 +267,25 @@ def batch_norm_act(
     """
     require()
     _check_activation(activation)
-    # (One value per channel in training is torch's ValueError, raised by the op itself.)
+    check_tensors(
+        "batch_norm_act", input=input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias
+    )
+    if training and input.dim() >= 2 and input.shape[0] * math.prod(input.shape[2:]) == 1:
+        # torch.nn.functional.batch_norm checks this before anything else (the op checks it too).
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+    if training and eps <= 0.0:  # torch's checks, in its order
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    if not training:  # then torch's, before the input's dtype and the parameters' shapes
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is None:
+                raise RuntimeError(f"{name} must be defined in evaluation mode")
+    elif (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
+    # torch takes γ and β of any shape with C elements ((C, 1), or () for C = 1), as flat vectors.
+    channels = input.shape[1] if input.dim() >= 2 else -1
+    weight, bias = (p.reshape(channels) if _flat_vector(p, channels) else p for p in (weight, bias))
     out, _mean, _rstd, new_running_mean, new_running_var = torch.ops.minitorch_nn.batch_norm_act(
         input, weight, bias, running_mean, running_var, training, float(momentum), float(eps), activation
     )
@@ -270,6 +295,11 @@ def batch_norm_act(
             running_mean.copy_(new_running_mean)
             running_var.copy_(new_running_var)
     return out
+
+
+def _flat_vector(p: Tensor | None, channels: int) -> bool:
+    """A parameter of another shape that torch reads as the (C,) vector it holds."""
+    return p is not None and p.dim() != 1 and p.numel() == channels
 
 
 # ---------------------------------------------------------------------------------------------

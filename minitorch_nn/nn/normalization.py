@@ -223,6 +223,9 @@ class GroupNorm(Module):
     Raises:
         ValueError: ``num_channels`` not divisible by ``num_groups`` (as torch).
 
+    Differs from torch (on purpose): with a zero spatial size (empty groups) the weight's gradient
+    is 0, the empty sum; torch's is NaN (docs/findings.md).
+
     Example::
 
         >>> import torch
