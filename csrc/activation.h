@@ -14,7 +14,7 @@
 //
 //   activation   f(z)                               f'(z)
 //   none         z                                  1
-//   relu         max(z, 0)                          1 if z > 0 else 0
+//   relu         max(z, 0)                          0 if z ≤ 0 else 1 (1 at NaN, as torch)
 //   gelu         z·Φ(z),  Φ(z) = ½·erfc(−z/√2)      Φ(z) + z·φ(z),  φ(z) = exp(−z²/2)/√(2π)
 //   gelu_tanh    z·σ(v),  v = 2u,                   σ(v)·(1 + 2z·u'·σ(−v)),
 //                u = √(2/π)(z + κz³)                u' = √(2/π)(1 + 3κz²)
@@ -96,6 +96,7 @@ struct Math<float> {
   MTNN_HD static float erfc(float x) { return ::erfcf(x); }
   MTNN_HD static Mask lt(float a, float b) { return a < b; }
   MTNN_HD static Mask gt(float a, float b) { return a > b; }
+  MTNN_HD static Mask le(float a, float b) { return a <= b; }
   MTNN_HD static float select(Mask m, float a, float b) { return m ? a : b; }
 };
 
@@ -107,6 +108,7 @@ struct Math<double> {
   MTNN_HD static double erfc(double x) { return ::erfc(x); }
   MTNN_HD static Mask lt(double a, double b) { return a < b; }
   MTNN_HD static Mask gt(double a, double b) { return a > b; }
+  MTNN_HD static Mask le(double a, double b) { return a <= b; }
   MTNN_HD static double select(Mask m, double a, double b) { return m ? a : b; }
 };
 
@@ -182,7 +184,9 @@ MTNN_HD T act_derivative(T z) {
   if constexpr (A == Act::None) {
     return one;
   } else if constexpr (A == Act::ReLU) {
-    return M::select(M::gt(z, zero), one, zero);
+    // 0 where z ≤ 0, else 1: a NaN z (which compares false) passes the gradient through, as
+    // torch's relu backward (threshold_backward) does.
+    return M::select(M::le(z, zero), zero, one);
   } else if constexpr (A == Act::GELU) {
     // Φ(z) and z·φ(z) have opposite signs for z < 0, but |Φ(z)| ≈ |z·φ(z)|/z² there: no cancellation.
     const T cdf = M::splat(0.5) * M::erfc(z * M::splat(-detail::kSqrtHalf));

@@ -514,6 +514,41 @@ def test_batch_norm_act_on_an_empty_batch_leaves_running_stats_alone_like_torch(
 
 
 @devices
+def test_relu_passes_the_gradient_through_a_nan_pre_activation_like_torch(device):
+    # torch's relu backward zeroes dy where the output is ≤ 0; a NaN compares false, so dy passes.
+    # Found by the fuzzer (OPEN[22], its ReLU half): the kernels' derivative was 0 there.
+    x = torch.randn(4, 6, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.zeros(6, dtype=torch.float64, device=device)
+    b[2] = float("nan")
+    b.requires_grad_()
+    dy = torch.randn(4, 6, dtype=torch.float64, device=device)
+    ours = torch.autograd.grad(K.layer_norm_act(x, 6, None, b, activation="relu"), (x, b), dy)
+    theirs = torch.autograd.grad(TF.relu(TF.layer_norm(x, (6,), None, b)), (x, b), dy)
+    assert torch.isfinite(ours[1][[0, 1, 3, 4, 5]]).all()
+    for a, t in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, t, equal_nan=True)
+
+
+@devices
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_eval_batch_norm_act_gradient_at_an_infinite_input_is_finite_like_torch(device, memory_format):
+    # In eval dx = γ·rstd·dz: x̂ does not enter, so an infinite x must not make it ∞·0 = NaN.
+    # Found by the fuzzer (OPEN[14]).
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device).contiguous(memory_format=memory_format)
+    x[1, 2, 3, 4] = float("inf")
+    x[0, 1, 0, 0] = -float("inf")
+    x.requires_grad_()
+    rm = torch.randn(3, dtype=torch.float64, device=device)
+    rv = torch.rand(3, dtype=torch.float64, device=device) + 0.5
+    w = torch.randn(3, dtype=torch.float64, device=device)
+    dy = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device)
+    (ours,) = torch.autograd.grad(K.batch_norm_act(x, rm, rv, w, None, activation="none"), x, dy)
+    (theirs,) = torch.autograd.grad(TF.batch_norm(x, rm, rv, w, None), x, dy)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, theirs)
+
+
+@devices
 def test_batch_norm_act_running_var_is_unbiased_and_normalization_biased(device):
     x = torch.tensor([[1.0], [2.0], [3.0], [6.0]], dtype=torch.float64, device=device)  # one channel, m = 4
     rm, rv = torch.zeros(1, dtype=torch.float64, device=device), torch.zeros(1, dtype=torch.float64, device=device)

@@ -674,6 +674,36 @@ def test_rstd_is_finite_for_constant_rows():
     torch.testing.assert_close(rstd.cpu(), torch.full((5,), 1 / math.sqrt(1e-5)))
 
 
+def test_relu_passes_the_gradient_through_a_nan_pre_activation_like_torch():
+    # torch's relu backward passes dy where the output is NaN (NaN ≤ 0 is false); see test_norm_act.
+    x = torch.randn(4, 6, dtype=torch.float64, device=DEV, requires_grad=True)
+    b = torch.zeros(6, dtype=torch.float64, device=DEV)
+    b[2] = float("nan")
+    b.requires_grad_()
+    dy = torch.randn(4, 6, dtype=torch.float64, device=DEV)
+    ours = torch.autograd.grad(layer_norm_act(x, 6, None, b, activation="relu"), (x, b), dy)
+    theirs = torch.autograd.grad(F.relu(F.layer_norm(x, (6,), None, b)), (x, b), dy)
+    for a, t in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, t, equal_nan=True)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_eval_batch_norm_act_gradient_at_an_infinite_input_is_finite_like_torch(memory_format):
+    # In eval dx = γ·rstd·dz: an infinite x must not make it ∞·0 = NaN; see test_norm_act.
+    x = torch.randn(2, 3, 4, 8, dtype=torch.float64, device=DEV).contiguous(memory_format=memory_format)
+    x[1, 2, 3, 4] = float("inf")
+    x[0, 1, 0, 0] = -float("inf")
+    x.requires_grad_()
+    rm = torch.randn(3, dtype=torch.float64, device=DEV)
+    rv = torch.rand(3, dtype=torch.float64, device=DEV) + 0.5
+    w = torch.randn(3, dtype=torch.float64, device=DEV)
+    dy = torch.randn(2, 3, 4, 8, dtype=torch.float64, device=DEV)
+    (ours,) = torch.autograd.grad(batch_norm_act(x, rm, rv, w, None, training=False, activation="none"), x, dy)
+    (theirs,) = torch.autograd.grad(F.batch_norm(x, rm, rv, w, None), x, dy)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, theirs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Run-time tuning parameters (csrc/cuda/tuning.h): any value in range computes the same function.
 # Each setting below sends the shapes down another path than the defaults do, on small shapes.

@@ -536,7 +536,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
       const auto dx_run = [&](int64_t offset, int64_t n, const V& mu, const V& r, const V& g, const V& bb, const V& k,
                               const V& kx, const V& k1) {
         const auto [xhat, dz] = xhat_dz(load(X + offset, n), load(dY + offset, n), mu, r, g, bb);
-        store(dX + offset, at::vec::fmadd(dz, k, at::vec::fmadd(xhat, kx, k1)), n);
+        // In eval the x̂ and constant terms are absent, not multiplied by 0: an infinite x̂ must not
+        // turn γ·rstd·dz into ∞·0 = NaN (torch's eval backward is γ·rstd·dz).
+        store(dX + offset, training ? at::vec::fmadd(dz, k, at::vec::fmadd(xhat, kx, k1)) : dz * k, n);
       };
       if (!s.channels_last) {
         at::parallel_for(0, s.B * C, std::max<int64_t>(1, (int64_t{1} << 13) / s.S), [&](int64_t i0, int64_t i1) {

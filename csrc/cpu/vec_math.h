@@ -103,6 +103,7 @@ struct Math<at::vec::Vectorized<S>> {
   }
   static Mask lt(const V& a, const V& b) { return a < b; }
   static Mask gt(const V& a, const V& b) { return a > b; }
+  static Mask le(const V& a, const V& b) { return a <= b; }
   static V select(const Mask& m, const V& a, const V& b) { return V::blendv(b, a, m); }
 };
 

@@ -610,13 +610,14 @@ struct ApplyOp {  // y = f((x − μ)·γ·rstd + β)
 };
 
 template <typename T>
-struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1
+struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1 in training, k·dz in eval
   using acc_t = acc_type<T>;
   const T* x;
   const T* dy;
   T* dx;
   const acc_t *mean, *rstd, *w, *b, *coef;
   int64_t C;
+  bool training;
   template <Act A, int V>
   __device__ void run(int64_t idx, const int64_t (&c)[V]) const {
     acc_t xv[V], dyv[V];
@@ -627,7 +628,9 @@ struct GradInputOp {  // dx = k·dz + k_x̂·x̂ + k_1
       const int64_t ch = c[k];
       const acc_t xh = (xv[k] - mean[ch]) * rstd[ch];
       const acc_t dz = dyv[k] * act_derivative<A>(xh * w[ch] + b[ch]);
-      xv[k] = dz * coef[ch] + (xh * coef[C + ch] + coef[2 * C + ch]);
+      // In eval the x̂ and constant terms are absent, not multiplied by 0: an infinite x̂ must not
+      // turn k·dz into ∞·0 = NaN (torch's eval backward is γ·rstd·dz).
+      xv[k] = training ? dz * coef[ch] + (xh * coef[C + ch] + coef[2 * C + ch]) : dz * coef[ch];
     }
     store_pack<V>(dx + idx, xv);
   }
@@ -883,7 +886,7 @@ cudaError_t batch_norm_act_backward(Act act, const T* dy, const T* x, BNShape s,
     constexpr int kV = vec_width<T>();
     const int64_t inner = s.channels_last ? s.C : s.S;
     const bool vec = inner % kV == 0 && aligned16(x) && aligned16(dy) && aligned16(dx);
-    const GradInputOp<T> op{x, dy, dx, mean, rstd, weight, bias, coef, s.C};
+    const GradInputOp<T> op{x, dy, dx, mean, rstd, weight, bias, coef, s.C, training};
     if (s.channels_last)
       return vec ? launch_elementwise<A, true, kV>(op, s, stream) : launch_elementwise<A, true, 1>(op, s, stream);
     return vec ? launch_elementwise<A, false, kV>(op, s, stream) : launch_elementwise<A, false, 1>(op, s, stream);

@@ -90,6 +90,8 @@ def pad2d_mode(x: Tensor, padding: Padding, mode: str) -> Tensor:
     """
     if mode == "zeros":
         return pad2d(x, padding)
+    if x.dim() not in (3, 4):  # torch's F.pad: four padding values need 3-D or 4-D input
+        raise NotImplementedError(f"Padding size 4 is not supported for {x.dim()}D input tensor.")
     top, bottom, left, right = padding
     h, w = x.shape[-2:]
     for size, before, after in ((h, top, bottom), (w, left, right)):
