@@ -34,9 +34,20 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as TF
 from torch import Tensor
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+
+# torch's activation for each name the compiled ops take (minitorch_nn.kernels.ACTIVATIONS).
+TORCH_ACT = {
+    "none": lambda z: z,
+    "relu": TF.relu,
+    "gelu": TF.gelu,
+    "gelu_tanh": lambda z: TF.gelu(z, approximate="tanh"),
+    "silu": TF.silu,
+    "mish": TF.mish,
+}
 
 
 @dataclass(frozen=True)

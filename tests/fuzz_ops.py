@@ -51,7 +51,7 @@ import minitorch_nn.init as init
 import minitorch_nn.kernels as K
 import minitorch_nn.nn as nn
 
-from .compare import Tol, assert_close, pointwise_tol, reduction_tol, upstream_gradient
+from .compare import TORCH_ACT, Tol, assert_close, pointwise_tol, reduction_tol, upstream_gradient
 from .test_conv import conv_tolerances
 from .test_loss import bce_tolerances, ce_tolerances, softmax_tolerances, target_distribution
 from .test_normalization import (
@@ -585,14 +585,6 @@ TOLERANCES: dict[str, Callable[[tuple, dict], Tols]] = {
 
 # --- the compiled ops against the torch compositions they fuse ------------------------------
 
-TORCH_ACT = {
-    "none": lambda z: z,
-    "relu": TF.relu,
-    "gelu": TF.gelu,
-    "gelu_tanh": lambda z: TF.gelu(z, approximate="tanh"),
-    "silu": TF.silu,
-    "mish": TF.mish,
-}
 REDUCED = (bf16, f16)  # the compiled norm kernels store them in 16 bits and compute in float32
 
 

@@ -26,6 +26,7 @@ import minitorch_nn.kernels as K
 import minitorch_nn.nn as nn
 
 from .compare import (
+    TORCH_ACT,
     Tol,
     assert_close,
     assert_raises_like_torch,
@@ -82,14 +83,6 @@ ROW_LENGTHS = (1, 2, 3, 7, 15, 17, 33, 64, 65, 127, 1023, 1025, 2041)
 # Channel counts for BatchNorm's channels-last path, where the vector runs across channels.
 CHANNELS = (1, 3, 5, 7, 13, 17, 19, 33)
 
-TORCH_ACT = {
-    "none": lambda z: z,
-    "relu": TF.relu,
-    "gelu": TF.gelu,
-    "gelu_tanh": lambda z: TF.gelu(z, approximate="tanh"),
-    "silu": TF.silu,
-    "mish": TF.mish,
-}
 REFERENCE_ACT = {
     "none": lambda z: z,
     "relu": F.relu,

@@ -48,6 +48,8 @@ from hypothesis import strategies as st
 
 import minitorch_nn.kernels as K
 
+from .compare import TORCH_ACT
+
 MODE = os.environ.get("MINITORCH_CUDA_TEST_DEVICE", "cuda")  # cuda | emu | cpu
 ON_GPU = MODE == "cuda"
 EMULATED = MODE == "emu"
@@ -108,14 +110,6 @@ def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, *, trai
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 ACTS = list(K.ACTIVATIONS)
-TORCH_ACT = {
-    "none": lambda z: z,
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
-    "silu": F.silu,
-    "mish": F.mish,
-}
 
 
 def rel_tol(dtype: torch.dtype, k: int) -> float:

@@ -56,27 +56,25 @@ def _release_memory():
     gc.collect()  # the next test needs the gigabytes this one held
 
 
-def trits(*shape, dtype, seed):
-    """Values from {-1, 0, 1}, exact in every dtype (generated in slices to bound the memory)."""
+def _filled(shape, dtype, seed, draw):
+    """A tensor of ``draw(n, generator)`` values, generated in slices to bound the memory."""
     g = torch.Generator().manual_seed(seed)
     out = torch.empty(shape, dtype=dtype)
     flat = out.view(-1)
     step = 1 << 26
     for i in range(0, flat.numel(), step):
         n = min(step, flat.numel() - i)
-        flat[i : i + n] = torch.randint(-1, 2, (n,), generator=g, dtype=torch.int8).to(dtype)
+        flat[i : i + n] = draw(n, g).to(dtype)
     return out
+
+
+def trits(*shape, dtype, seed):
+    """Values from {-1, 0, 1}, exact in every dtype."""
+    return _filled(shape, dtype, seed, lambda n, g: torch.randint(-1, 2, (n,), generator=g, dtype=torch.int8))
 
 
 def normals(*shape, dtype, seed):
-    g = torch.Generator().manual_seed(seed)
-    out = torch.empty(shape, dtype=dtype)
-    flat = out.view(-1)
-    step = 1 << 26
-    for i in range(0, flat.numel(), step):
-        n = min(step, flat.numel() - i)
-        flat[i : i + n] = torch.randn(n, generator=g).to(dtype)
-    return out
+    return _filled(shape, dtype, seed, lambda n, g: torch.randn(n, generator=g))
 
 
 def exact_sum(t, dims, times=None):
