@@ -145,10 +145,12 @@ def markdown(
     images: Sequence[str] = (),
     summaries: dict[str, str] | None = None,
     skipped: dict[str, str] | None = None,
+    failed: dict[str, str] | None = None,
 ) -> str:
     """The report: environment, copy bandwidths, then per family its notes (the family module's
-    docstring: what is compared and where the time goes), its table and its summary; last, each
-    family skipped on this device, with its notes and the reason."""
+    docstring: what is compared and where the time goes), its table and its summary; then each
+    family skipped on this device, with its notes and the reason; last, each family whose process
+    failed (crashed), with how it ended."""
     out = ["# minitorch_nn benchmarks", ""]
     out += [f"- **{k}**: {v}" for k, v in env.items()]
     out += [
@@ -183,6 +185,8 @@ def markdown(
         if notes and notes.get(family):
             out += [notes[family].strip(), ""]
         out.append(f"**Skipped**: {reason}.")
+    for family, reason in (failed or {}).items():
+        out += ["", f"## {family}", "", f"**Failed**: {reason}."]
     return "\n".join(out) + "\n"
 
 
@@ -195,17 +199,30 @@ def write(
     clone_gbps: dict[str, str] | None = None,
     summaries: dict[str, str] | None = None,
     skipped: dict[str, str] | None = None,
+    peaks: dict[str, float] | None = None,
+    failed: dict[str, str] | None = None,
+    processes: dict[str, int] | None = None,
+    charts: bool = True,
 ) -> list[Path]:
+    """report.md, results.json and (with ``charts``) a PNG per family; the paths written.
+
+    results.json holds what a parent needs to merge its children's runs: the rows, the limits
+    measured (floors, clone figures, FMA peaks per dtype), skipped and failed families, and the
+    process id each family ran in (``processes``, in a parent's; a child's environment has its own).
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     md, js = outdir / "report.md", outdir / "results.json"
-    written = plots(outdir, rows)
+    written = plots(outdir, rows) if charts else []
     images = [p.name for p in written]
-    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps, images, summaries, skipped))
+    md.write_text(markdown(env, copy_gbps, rows, notes, clone_gbps, images, summaries, skipped, failed))
     payload = {
         "environment": env,
         "memory_floor_gbps": copy_gbps,
         "clone_gbps": clone_gbps or {},
+        "fma_peak_gflops": peaks or {},
         "skipped": skipped or {},
+        "failed": failed or {},
+        "processes": processes or {},
         "summaries": summaries or {},
         "results": [dataclasses.asdict(r) for r in rows],
     }
