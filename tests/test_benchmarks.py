@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import run
@@ -17,11 +21,13 @@ from benchmarks.harness import (
     run_case,
     seeded_inputs,
 )
-from benchmarks.report import markdown
+from benchmarks.report import markdown, write
+
+QUICK_CPU = ["--quick", "--device", "cpu"]
 
 
-def test_entry_point_writes_markdown_and_json(tmp_path, capsys):
-    assert run.main(["--quick", "--device", "cpu", "--families", "linear,dropout", "--out", str(tmp_path)]) == 0
+def test_entry_point_runs_each_family_in_its_own_process_and_writes_one_merged_report(tmp_path, capsys):
+    assert run.main([*QUICK_CPU, "--families", "linear,dropout", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     impls = {(r["family"], r["impl"]) for r in data["results"]}
     assert impls == {(f, i) for f in ("linear", "dropout") for i in ("torch", "reference")}
@@ -30,7 +36,26 @@ def test_entry_point_writes_markdown_and_json(tmp_path, capsys):
     # Each memory-bound row is a percentage of the floor, or flagged if it claims to beat it.
     assert all((r["pct_copy_bw"] or 0) > 0 or "floor" in r["flag"] for r in data["results"] if r["family"] == "dropout")
     assert "torch" in data["environment"]
-    assert "## linear" in (tmp_path / "report.md").read_text()
+    # Each child recorded its own process id: two families, two processes, neither this one.
+    pids = data["processes"]
+    assert set(pids) == {"linear", "dropout"}
+    assert len(set(pids.values())) == 2
+    assert os.getpid() not in pids.values()
+    assert "each family ran in its own fresh process" in data["environment"]["processes"]
+    # The limits each child measured for its own cases: dropout's floor and clone figure
+    # (linear has no memory-bound rows) and, with the compiled probe, linear's FMA peak.
+    assert list(data["memory_floor_gbps"]) == ["65536 x float32"]
+    assert list(data["clone_gbps"]) == ["allocate + fault + copy (`x.clone()`), 65536 x float32"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## linear" in report
+    assert "## dropout" in report
+    assert "65536 x float32:" in report
+    assert "each family ran in its own fresh process" in report
+    import minitorch_nn.kernels as K
+
+    if K.AVAILABLE:
+        assert data["fma_peak_gflops"]["float32"] > 0
+        assert "**FMA peak, float32**" in report
     try:
         import matplotlib  # noqa: F401  (the examples extra; the plots need it)
     except ImportError:
@@ -39,6 +64,61 @@ def test_entry_point_writes_markdown_and_json(tmp_path, capsys):
         assert (tmp_path / "linear.png").stat().st_size > 10_000
         assert "![linear](linear.png)" in (tmp_path / "report.md").read_text()
     assert "vs torch" in capsys.readouterr().out
+
+
+def test_a_crashed_family_is_reported_failed_and_the_other_familys_rows_survive(tmp_path, capsys, monkeypatch):
+    # The test-only hook: linear's child kills itself (SIGKILL) before writing its results.
+    monkeypatch.setenv(run.TEST_KILL_FAMILY, "linear")
+    assert run.main([*QUICK_CPU, "--families", "linear,dropout", "--out", str(tmp_path)]) == 1
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {r["family"] for r in data["results"]} == {"dropout"}
+    assert all(r["median_us"] > 0 for r in data["results"])
+    assert list(data["memory_floor_gbps"]) == ["65536 x float32"]
+    assert list(data["failed"]) == ["linear"]
+    assert "killed by SIGKILL (exit status -9)" in data["failed"]["linear"]
+    assert list(data["processes"]) == ["dropout"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## dropout" in report
+    assert "## linear\n\n**Failed**: the process running linear was killed by SIGKILL" in report
+    assert "linear: FAILED" in capsys.readouterr().err
+
+
+def test_a_child_that_exits_1_with_its_results_is_merged_and_one_without_them_failed(monkeypatch):
+    # Exit status 1 is also a child whose implementations failed validation: its results.json
+    # says so row by row. Only a child that wrote none crashed.
+    broken = Result("dropout", "dropout(p=0.1)", "8", "float32", "fwd", "reference", None, None, error="no")
+
+    def child(writes_results: bool):
+        def run_it(command, **kwargs):
+            if writes_results:
+                write(Path(command[command.index("--out") + 1]), {"pid": "1"}, {}, [broken], charts=False)
+            return subprocess.CompletedProcess(command, 1)
+
+        return run_it
+
+    args = run.parse_args(QUICK_CPU)
+    monkeypatch.setattr(run.subprocess, "run", child(writes_results=True))
+    data = run.run_child(["dropout"], torch.device("cpu"), args)
+    assert run.result_rows(data) == [broken]
+    monkeypatch.setattr(run.subprocess, "run", child(writes_results=False))
+    with pytest.raises(run.ChildFailed, match="running dropout exited with status 1 before writing its results"):
+        run.run_child(["dropout"], torch.device("cpu"), args)
+
+
+def test_a_limit_measured_by_several_families_is_reported_once_per_family():
+    merged = run.merge_limits(
+        {"dropout": {"64 x float32": 10.0, "8 x float32": 3.0}, "activation": {"64 x float32": 11.0}}
+    )
+    assert merged == {"64 x float32 (dropout)": 10.0, "8 x float32": 3.0, "64 x float32 (activation)": 11.0}
+
+
+def test_in_process_runs_every_family_in_this_process(tmp_path):
+    assert run.main([*QUICK_CPU, "--in-process", "--families", "dropout", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["processes"] == {}
+    assert "pid" not in data["environment"]
+    assert data["environment"]["processes"] == "every family in this one process (--in-process)"
+    assert {r["family"] for r in data["results"]} == {"dropout"}
 
 
 def test_an_implementation_with_a_wrong_answer_is_reported_not_timed():
@@ -118,7 +198,7 @@ def test_a_forward_slower_than_its_forward_and_backward_is_flagged():
 def test_torch_baselines_are_also_timed_with_transparent_huge_pages_in_a_child(tmp_path):
     # The child must really run torch with THP_MEM_ALLOC_ENABLE=1 (torch_with_thp checks the
     # child's own record of its environment), and "vs torch" is then against the faster torch.
-    assert run.main(["--quick", "--device", "cpu", "--families", "norm_act", "--out", str(tmp_path)]) == 0
+    assert run.main([*QUICK_CPU, "--families", "norm_act", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     thp_rows = [r for r in data["results"] if r["impl"] == "torch (THP)"]
     assert thp_rows
@@ -211,7 +291,7 @@ def test_the_cuda_tuning_sweep_is_skipped_with_its_reason_on_a_cpu(tmp_path, cap
     assert "needs a CUDA device" in cuda_tuning.skip_reason(torch.device("cpu"))
     if not torch.cuda.is_available():
         assert "torch sees none" in cuda_tuning.skip_reason(torch.device("cuda"))
-    assert run.main(["--quick", "--device", "cpu", "--families", "cuda_tuning", "--out", str(tmp_path)]) == 0
+    assert run.main([*QUICK_CPU, "--families", "cuda_tuning", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["results"] == []
     assert "needs a CUDA device" in data["skipped"]["cuda_tuning"]
