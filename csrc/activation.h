@@ -6,7 +6,7 @@
 // templates, no torch headers, every function `__host__ __device__` under nvcc.
 //
 // The formulas are written against a value type T and a tiny set of primitives, Math<T>
-// (exp, erfc, comparisons and a select). Math<float> and Math<double> are below; the CPU
+// (exp, the standard normal's Φ and φ, comparisons and a select). Math<float> and Math<double> are below; the CPU
 // kernels add Math<at::vec::Vectorized<T>> (csrc/cpu/vec_math.h), so the same lines compute
 // 8 (AVX2) or 16 (AVX-512) float lanes at a time. A class-template specialization, not an
 // overload, because an overload declared after this header would not be found from inside
@@ -39,7 +39,8 @@
 // Accuracy, measured through the ops against 50-digit arithmetic (tests/test_activation_kernels.py
 // states and derives the bounds): in eps, relative to the sum of the magnitudes of the terms
 // of each formula. The only growth is from rounding the argument of exp / erfc, whose error
-// is multiplied by that argument's size: about z² eps for GELU at z < 0, |2u| eps for GELU-tanh.
+// is multiplied by that argument's size: about z² eps for GELU at z < 0 through erfc (z²/4 for the
+// CPU's float lanes, whose Φ takes the exp of −z²/2 directly), |2u| eps for GELU-tanh.
 #pragma once
 
 #include <cmath>
@@ -84,16 +85,35 @@ MTNN_HD const char* activation_name(Act act) {
 }
 
 // Primitives for scalar types. `Mask` is what a comparison returns; `select(m, a, b)` is
-// `m ? a : b` lane by lane.
+// `m ? a : b` lane by lane. GELU's two primitives are the standard normal's
+//   normal_cdf(z)      Φ(z) = ½·erfc(−z/√2)
+//   normal_cdf_pdf(z)  {Φ(z), φ(z)},  φ(z) = exp(−z²/2)/√(2π)
+// (the forward needs Φ alone, the backward both), so that a type whose Φ is built on e^{−z²/2}
+// (the CPU's float lanes, csrc/cpu/vec_math.h) computes the pair from one exp.
 template <typename T>
 struct Math;
+
+template <typename T>
+struct NormalCdfPdf {
+  T cdf, pdf;  // Φ(z), φ(z)
+};
+
+namespace detail {
+constexpr double kSqrtHalf = 0.70710678118654752440;     // 1/√2
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;   // 1/√(2π)
+constexpr double kSqrt2OverPi = 0.79788456080286535588;  // √(2/π)
+constexpr double kKappa = 0.044715;                      // GELU-tanh's cubic coefficient
+}  // namespace detail
 
 template <>
 struct Math<float> {
   using Mask = bool;
   MTNN_HD static float splat(double v) { return static_cast<float>(v); }
   MTNN_HD static float exp(float x) { return ::expf(x); }
-  MTNN_HD static float erfc(float x) { return ::erfcf(x); }
+  MTNN_HD static float normal_cdf(float z) { return 0.5f * ::erfcf(z * static_cast<float>(-detail::kSqrtHalf)); }
+  MTNN_HD static NormalCdfPdf<float> normal_cdf_pdf(float z) {
+    return {normal_cdf(z), static_cast<float>(detail::kInvSqrt2Pi) * ::expf((-0.5f * z) * z)};
+  }
   MTNN_HD static Mask lt(float a, float b) { return a < b; }
   MTNN_HD static Mask gt(float a, float b) { return a > b; }
   MTNN_HD static Mask le(float a, float b) { return a <= b; }
@@ -105,7 +125,10 @@ struct Math<double> {
   using Mask = bool;
   MTNN_HD static double splat(double v) { return v; }
   MTNN_HD static double exp(double x) { return ::exp(x); }
-  MTNN_HD static double erfc(double x) { return ::erfc(x); }
+  MTNN_HD static double normal_cdf(double z) { return 0.5 * ::erfc(z * -detail::kSqrtHalf); }
+  MTNN_HD static NormalCdfPdf<double> normal_cdf_pdf(double z) {
+    return {normal_cdf(z), detail::kInvSqrt2Pi * ::exp((-0.5 * z) * z)};
+  }
   MTNN_HD static Mask lt(double a, double b) { return a < b; }
   MTNN_HD static Mask gt(double a, double b) { return a > b; }
   MTNN_HD static Mask le(double a, double b) { return a <= b; }
@@ -113,10 +136,6 @@ struct Math<double> {
 };
 
 namespace detail {
-constexpr double kSqrtHalf = 0.70710678118654752440;     // 1/√2
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;   // 1/√(2π)
-constexpr double kSqrt2OverPi = 0.79788456080286535588;  // √(2/π)
-constexpr double kKappa = 0.044715;                      // GELU-tanh's cubic coefficient
 // Mish: above this z, tanh(softplus(z)) = 1 − 2e^{−2z}(1 + O(e^{−z})) rounds to 1 in float64
 // (2e^{−60} ≪ 2^−53) and z·sech²(s)·σ(z) ≤ 4z·e^{−2z} is below an eps of f'(z) ≈ 1 for every
 // z > 30, so they are taken as exactly 1 and 0; e^z is clamped there, so n = w(w + 2) ≈ 1e26
@@ -153,14 +172,14 @@ MTNN_HD SigmoidPair<T> sigmoid_pair(T v) {
 template <Act A, typename T>
 MTNN_HD T act_forward(T z) {
   using M = Math<T>;
-  const T zero = M::splat(0.0), half = M::splat(0.5), two = M::splat(2.0);
+  const T zero = M::splat(0.0), two = M::splat(2.0);
   if constexpr (A == Act::None) {
     return z;
   } else if constexpr (A == Act::ReLU) {
     // `z < 0` rather than `z > 0` so that NaN, which compares false, passes through as torch's relu does.
     return M::select(M::lt(z, zero), zero, z);
   } else if constexpr (A == Act::GELU) {
-    return half * z * M::erfc(z * M::splat(-detail::kSqrtHalf));
+    return z * M::normal_cdf(z);
   } else if constexpr (A == Act::GELUTanh) {
     // v = 2u; for |z| ≳ 1e13 (float) z³ overflows, v = ±inf and σ(v) its limit 0 or 1.
     const T v = M::splat(2.0 * detail::kSqrt2OverPi) * (z + M::splat(detail::kKappa) * z * z * z);
@@ -189,9 +208,8 @@ MTNN_HD T act_derivative(T z) {
     return M::select(M::le(z, zero), zero, one);
   } else if constexpr (A == Act::GELU) {
     // Φ(z) and z·φ(z) have opposite signs for z < 0, but |Φ(z)| ≈ |z·φ(z)|/z² there: no cancellation.
-    const T cdf = M::splat(0.5) * M::erfc(z * M::splat(-detail::kSqrtHalf));
-    const T pdf = M::splat(detail::kInvSqrt2Pi) * M::exp(M::splat(-0.5) * z * z);
-    return cdf + z * pdf;
+    const NormalCdfPdf<T> n = M::normal_cdf_pdf(z);
+    return n.cdf + z * n.pdf;
   } else if constexpr (A == Act::GELUTanh) {
     const T z2 = z * z;
     const T v = M::splat(2.0 * detail::kSqrt2OverPi) * (z + M::splat(detail::kKappa) * z2 * z);

@@ -14,8 +14,8 @@
 //             dγ = Σ_rows dz·x̂,  dβ = Σ_rows dz
 //
 // Bytes moved (the minimum): the forward reads x and writes y, 2·M·N values; the backward reads x and
-// dy and writes dx, 3·M·N. γ, β, μ, rstd, dγ and dβ are O(M + N). A few flops per byte (GELU's erfc
-// and exp are the most), so a good kernel runs at the speed of memory.
+// dy and writes dx, 3·M·N. γ, β, μ, rstd, dγ and dβ are O(M + N). A few flops per byte (GELU's Φ and
+// φ, an exp and a division, are the most), so a good kernel runs at the speed of memory.
 //
 //   rung  adds                                                            file
 //    1    the definition: scalar loops over one row after another       here
