@@ -99,6 +99,19 @@ void for_each_chunk(int64_t n, int64_t chunks, const F& fn) {
   });
 }
 
+// Calls fn(j, n) for j = 0, K, 2K, … over [0, N): with n = K for every whole vector, and once
+// more with the n < K values left when N is not a multiple of K. The whole-vector calls pass the
+// constant K, so once fn is inlined their loads and stores are plain full-width ones. A count
+// known only at run time keeps ATen's partial store (a memcpy, through a stack buffer) in the loop
+// body. (With that, and the pointers read through references, which the next comments are about,
+// the channels_last BatchNorm backward took 2-2.6x as long, in cache, as it does now.)
+template <int64_t K, typename F>
+inline void for_each_vector(int64_t N, const F& fn) {
+  int64_t j = 0;
+  for (; j + K <= N; j += K) fn(j, K);
+  if (j < N) fn(j, N - j);
+}
+
 // How many chunks a reduction over `rows` splits into: one per `min_rows_per_chunk` rows, at most
 // kMaxChunks (so up to 64 threads share the work). It depends on the input alone, never on the
 // thread count: the chunks' partial sums, and so the result, are bitwise the same on one thread
@@ -130,111 +143,129 @@ void affine_act_run(const scalar_t* x, scalar_t* y, int64_t n, acc_t mu, acc_t s
 // ---------------------------------------------------------------------------------------------
 // LayerNorm + activation
 
+// Rows [r0, r1) of the forward. The pointers arrive as arguments, values the compiler keeps in
+// registers: read through the parallel lambda's captured references, they would be reloaded
+// after every store (an intrinsic store may write any memory, the references included).
+template <Act A, typename scalar_t>
+void layer_norm_act_forward_rows(const scalar_t* X, const at::opmath_type<scalar_t>* W,
+                                 const at::opmath_type<scalar_t>* B, scalar_t* Y,
+                                 at::opmath_type<scalar_t>* mean_out, at::opmath_type<scalar_t>* rstd_out,
+                                 int64_t N, double eps, int64_t r0, int64_t r1) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  for (int64_t r = r0; r < r1; ++r) {
+    const scalar_t* x = X + r * N;
+    scalar_t* y = Y + r * N;
+    // Two passes over the row for the statistics: the mean, then Σ(x − μ)². The second pass
+    // reads the row from cache, and avoids the cancellation of E[x²] − μ². The mean is summed
+    // as shift + Σ(x − shift)/N with shift = the row's first value: a constant row then gives
+    // μ exactly and x̂ = 0 exactly, where Σx/N can be an ulp off and rstd ≈ 1/√eps amplifies
+    // that (functional/normalization.py's "Numerics" has the whole argument).
+    const acc_t shift = static_cast<acc_t>(x[0]);
+    const V vshift(shift);
+    const double mu = shift + block_sum<scalar_t, acc_t>(x, N, [&](auto v) {
+                                if constexpr (std::is_same_v<decltype(v), V>)
+                                  return v - vshift;
+                                else
+                                  return v - shift;
+                              }) / N;
+    const acc_t mu_a = static_cast<acc_t>(mu);
+    const V vmu(mu_a);
+    const double m2 = block_sum<scalar_t, acc_t>(x, N, [&](auto v) {
+      if constexpr (std::is_same_v<decltype(v), V>) {
+        const V d = v - vmu;
+        return d * d;
+      } else {
+        const acc_t d = v - mu_a;
+        return d * d;
+      }
+    });
+    const acc_t rstd = static_cast<acc_t>(1.0 / std::sqrt(m2 / N + eps));
+    mean_out[r] = mu_a;
+    rstd_out[r] = rstd;
+    // y = f((x − μ)·rstd·γ + β), while the next row comes in (a line per vector: some twice).
+    const V vr(rstd);
+    const scalar_t* next = r + 1 < r1 ? x + N : x;
+    int64_t j = 0;
+    for (; j + K <= N; j += K) {
+      prefetch(next + j);
+      store(y + j, act_forward<A>(at::vec::fmadd((load(x + j) - vmu) * vr, load(W + j), load(B + j))));
+    }
+    if (j < N) {
+      const int64_t n = N - j;
+      store(y + j, act_forward<A>(at::vec::fmadd((load(x + j, n) - vmu) * vr, load(W + j, n), load(B + j, n))), n);
+    }
+  }
+}
+
 template <Act A, typename scalar_t>
 void layer_norm_act_forward_kernel(const scalar_t* X, const at::opmath_type<scalar_t>* W,
                                    const at::opmath_type<scalar_t>* B, scalar_t* Y,
                                    at::opmath_type<scalar_t>* mean_out, at::opmath_type<scalar_t>* rstd_out,
                                    int64_t M, int64_t N, double eps) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using V = Vectorized<acc_t>;
-  constexpr int64_t K = V::size();
   // Enough rows per task that a task moves ~64 KiB: scheduling costs less than the work.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(N, 1));
   at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const scalar_t* x = X + r * N;
-      scalar_t* y = Y + r * N;
-      // Two passes over the row for the statistics: the mean, then Σ(x − μ)². The second pass
-      // reads the row from cache, and avoids the cancellation of E[x²] − μ². The mean is summed
-      // as shift + Σ(x − shift)/N with shift = the row's first value: a constant row then gives
-      // μ exactly and x̂ = 0 exactly, where Σx/N can be an ulp off and rstd ≈ 1/√eps amplifies
-      // that (functional/normalization.py's "Numerics" has the whole argument).
-      const acc_t shift = static_cast<acc_t>(x[0]);
-      const V vshift(shift);
-      const double mu = shift + block_sum<scalar_t, acc_t>(x, N, [&](auto v) {
-                                  if constexpr (std::is_same_v<decltype(v), V>)
-                                    return v - vshift;
-                                  else
-                                    return v - shift;
-                                }) / N;
-      const acc_t mu_a = static_cast<acc_t>(mu);
-      const V vmu(mu_a);
-      const double m2 = block_sum<scalar_t, acc_t>(x, N, [&](auto v) {
-        if constexpr (std::is_same_v<decltype(v), V>) {
-          const V d = v - vmu;
-          return d * d;
-        } else {
-          const acc_t d = v - mu_a;
-          return d * d;
-        }
-      });
-      const acc_t rstd = static_cast<acc_t>(1.0 / std::sqrt(m2 / N + eps));
-      mean_out[r] = mu_a;
-      rstd_out[r] = rstd;
-      // y = f((x − μ)·rstd·γ + β), while the next row comes in (a line per vector: some twice).
-      const V vr(rstd);
-      const scalar_t* next = r + 1 < r1 ? x + N : x;
-      int64_t j = 0;
-      for (; j + K <= N; j += K) {
-        prefetch(next + j);
-        store(y + j, act_forward<A>(at::vec::fmadd((load(x + j) - vmu) * vr, load(W + j), load(B + j))));
-      }
-      if (j < N) {
-        const int64_t n = N - j;
-        store(y + j, act_forward<A>(at::vec::fmadd((load(x + j, n) - vmu) * vr, load(W + j, n), load(B + j, n))), n);
-      }
-    }
+    layer_norm_act_forward_rows<A>(X, W, B, Y, mean_out, rstd_out, N, eps, r0, r1);
   });
 }
 
-// dx for each row, and per-chunk partial sums of dγ = Σ dz·x̂ and dβ = Σ dz.
+// Chunk c, rows [r0, r1), of the backward: dx for each row, and the chunk's partial sums of
+// dγ = Σ dz·x̂ and dβ = Σ dz (arguments by value: see layer_norm_act_forward_rows).
+template <Act A, typename scalar_t>
+void layer_norm_act_backward_rows(const scalar_t* dY, const scalar_t* X, const at::opmath_type<scalar_t>* mean,
+                                  const at::opmath_type<scalar_t>* rstd, const at::opmath_type<scalar_t>* W,
+                                  const at::opmath_type<scalar_t>* B, scalar_t* dX,
+                                  at::opmath_type<scalar_t>* dW_partial, at::opmath_type<scalar_t>* dB_partial,
+                                  int64_t N, int64_t c, int64_t r0, int64_t r1) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  constexpr int64_t K = V::size();
+  acc_t* dW = dW_partial ? dW_partial + c * N : nullptr;
+  acc_t* dB = dB_partial ? dB_partial + c * N : nullptr;
+  std::vector<acc_t> g_row(N);  // γ·dz for the row: computed once, read again for dx
+  for (int64_t r = r0; r < r1; ++r) {
+    const scalar_t* x = X + r * N;
+    const scalar_t* dy = dY + r * N;
+    const V vmu(mean[r]), vr(rstd[r]);
+    // Pass 1: dz = dy·f'(z), g = γ·dz, and the row sums Σg and Σg·x̂ of terms 2 and 3. The
+    // next row's x and dy are prefetched meanwhile: this pass does the activation's arithmetic.
+    const int64_t ahead = r + 1 < r1 ? N : 0;
+    V sum_g(0), sum_gx(0);
+    for_each_vector<K>(N, [&](int64_t j, int64_t n) {
+      prefetch(x + ahead + j);
+      prefetch(dy + ahead + j);
+      const V xhat = (load(x + j, n) - vmu) * vr;
+      const V w = load(W + j, n);
+      const V dz = load(dy + j, n) * act_derivative<A>(at::vec::fmadd(xhat, w, load(B + j, n)));
+      const V g = dz * w;
+      store(g_row.data() + j, g, n);
+      if (dW) store(dW + j, at::vec::fmadd(dz, xhat, load(dW + j, n)), n);
+      if (dB) store(dB + j, dz + load(dB + j, n), n);
+      sum_g += g;  // lanes past n are zero: load(p, n) zero-fills them, and f'(β=0)·0 = 0
+      sum_gx = at::vec::fmadd(g, xhat, sum_gx);
+    });
+    // Pass 2: dx = rstd·(g − mean(g) − x̂·mean(g·x̂))   (terms 1, 2 and 3).
+    const V mean_g(static_cast<acc_t>(hsum<double>(sum_g) / N));
+    const V mean_gx(static_cast<acc_t>(hsum<double>(sum_gx) / N));
+    scalar_t* dx = dX + r * N;
+    const acc_t* g = g_row.data();
+    for_each_vector<K>(N, [&](int64_t j, int64_t n) {
+      const V xhat = (load(x + j, n) - vmu) * vr;
+      store(dx + j, vr * (load(g + j, n) - mean_g - xhat * mean_gx), n);
+    });
+  }
+}
+
 template <Act A, typename scalar_t>
 void layer_norm_act_backward_kernel(const scalar_t* dY, const scalar_t* X, const at::opmath_type<scalar_t>* mean,
                                     const at::opmath_type<scalar_t>* rstd, const at::opmath_type<scalar_t>* W,
                                     const at::opmath_type<scalar_t>* B, scalar_t* dX,
                                     at::opmath_type<scalar_t>* dW_partial, at::opmath_type<scalar_t>* dB_partial,
                                     int64_t chunks, int64_t M, int64_t N) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using V = Vectorized<acc_t>;
-  constexpr int64_t K = V::size();
   for_each_chunk(M, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-    acc_t* dW = dW_partial ? dW_partial + c * N : nullptr;
-    acc_t* dB = dB_partial ? dB_partial + c * N : nullptr;
-    std::vector<acc_t> g_row(N);  // γ·dz for the row: computed once, read again for dx
-    for (int64_t r = r0; r < r1; ++r) {
-      const scalar_t* x = X + r * N;
-      const scalar_t* dy = dY + r * N;
-      const V vmu(mean[r]), vr(rstd[r]);
-      // Pass 1: dz = dy·f'(z), g = γ·dz, and the row sums Σg and Σg·x̂ of terms 2 and 3. The
-      // next row's x and dy are prefetched meanwhile: this pass does the activation's arithmetic.
-      const int64_t ahead = r + 1 < r1 ? N : 0;
-      V sum_g(0), sum_gx(0);
-      int64_t j = 0;
-      const auto step = [&](int64_t j, int64_t n) {
-        prefetch(x + ahead + j);
-        prefetch(dy + ahead + j);
-        const V xhat = (load(x + j, n) - vmu) * vr;
-        const V w = load(W + j, n);
-        const V dz = load(dy + j, n) * act_derivative<A>(at::vec::fmadd(xhat, w, load(B + j, n)));
-        const V g = dz * w;
-        store(g_row.data() + j, g, n);
-        if (dW) store(dW + j, at::vec::fmadd(dz, xhat, load(dW + j, n)), n);
-        if (dB) store(dB + j, dz + load(dB + j, n), n);
-        sum_g += g;  // lanes past n are zero: load(p, n) zero-fills them, and f'(β=0)·0 = 0
-        sum_gx = at::vec::fmadd(g, xhat, sum_gx);
-      };
-      for (; j + K <= N; j += K) step(j, K);
-      if (j < N) step(j, N - j);
-      // Pass 2: dx = rstd·(g − mean(g) − x̂·mean(g·x̂))   (terms 1, 2 and 3).
-      const V mean_g(static_cast<acc_t>(hsum<double>(sum_g) / N));
-      const V mean_gx(static_cast<acc_t>(hsum<double>(sum_gx) / N));
-      scalar_t* dx = dX + r * N;
-      for (j = 0; j < N; j += K) {
-        const int64_t n = std::min<int64_t>(K, N - j);
-        const V xhat = (load(x + j, n) - vmu) * vr;
-        store(dx + j, vr * (load(g_row.data() + j, n) - mean_g - xhat * mean_gx), n);
-      }
-    }
+    layer_norm_act_backward_rows<A>(dY, X, mean, rstd, W, B, dX, dW_partial, dB_partial, N, c, r0, r1);
   });
 }
 
@@ -322,20 +353,24 @@ void channel_sums_nhwc(const BNShape& s, std::array<double*, NS> out, const G& g
   std::vector<double> partial(chunks * NS * C, 0.0);
   const int64_t block_rows = std::max<int64_t>(1, kBlock / 16);
   for_each_chunk(R, chunks, [&](int64_t chunk, int64_t r0, int64_t r1) {
+    // A copy of g, the callers' pointers captured by value: values of this frame, which the
+    // compiler keeps in registers, where through a reference it would reload them after each
+    // store (an intrinsic store may write any memory).
+    const G g_here = g;
     std::vector<acc_t> block(NS * C);
     double* part = partial.data() + chunk * NS * C;
     for (int64_t rb = r0; rb < r1; rb += block_rows) {
       std::fill(block.begin(), block.end(), acc_t(0));
       const int64_t rend = std::min(r1, rb + block_rows);
+      acc_t* sums = block.data();
       for (int64_t r = rb; r < rend; ++r) {
-        for (int64_t j = 0; j < C; j += K) {
-          const int64_t n = std::min<int64_t>(K, C - j);
-          const std::array<V, NS> v = g(r, j, n);
+        for_each_vector<K>(C, [&](int64_t j, int64_t n) {
+          const std::array<V, NS> v = g_here(r, j, n);
           for (int k = 0; k < NS; ++k) {
-            acc_t* sum = block.data() + k * C + j;
+            acc_t* sum = sums + k * C + j;
             store(sum, load(sum, n) + v[k], n);
           }
-        }
+        });
       }
       for (int64_t i = 0; i < NS * C; ++i) part[i] += block[i];
     }
@@ -386,11 +421,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
           };
         });
       } else {
-        channel_sums_nhwc<1, acc_t>(s, {sum.data()}, [&](int64_t r, int64_t j, int64_t n) {
+        channel_sums_nhwc<1, acc_t>(s, {sum.data()}, [X, C](int64_t r, int64_t j, int64_t n) {
           return std::array<V, 1>{load(X + r * C + j, n)};
         });
         for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<acc_t>(sum[c] / R);
-        channel_sums_nhwc<1, acc_t>(s, {m2.data()}, [&](int64_t r, int64_t j, int64_t n) {
+        channel_sums_nhwc<1, acc_t>(s, {m2.data()}, [X, C, mean](int64_t r, int64_t j, int64_t n) {
           const V d = load(X + r * C + j, n) - load(mean + j, n);
           return std::array<V, 1>{d * d};
         });
@@ -432,18 +467,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_nor
         });
       } else {
         constexpr int64_t K = V::size();
-        at::parallel_for(0, R, std::max<int64_t>(1, (int64_t{1} << 14) / C), [&](int64_t r0, int64_t r1) {
+        const acc_t* sc = scale.data();
+        at::parallel_for(0, R, std::max<int64_t>(1, (int64_t{1} << 14) / C), [=](int64_t r0, int64_t r1) {
+          // Copies in this frame, kept in registers (see channel_sums_nhwc).
+          const acc_t *m = mean, *k = sc, *bb = pb;
           for (int64_t r = r0; r < r1; ++r) {
             const scalar_t* x = X + r * C;
             scalar_t* y = Y + r * C;
-            int64_t j = 0;
-            for (; j + K <= C; j += K)
-              store(y + j, act_forward<kA>(at::vec::fmadd(load(x + j) - load(mean + j), load(scale.data() + j), load(pb + j))));
-            if (j < C) {
-              const int64_t n = C - j;
-              const V z = at::vec::fmadd(load(x + j, n) - load(mean + j, n), load(scale.data() + j, n), load(pb + j, n));
-              store(y + j, act_forward<kA>(z), n);
-            }
+            for_each_vector<K>(C, [&](int64_t j, int64_t n) {
+              store(y + j, act_forward<kA>(at::vec::fmadd(load(x + j, n) - load(m + j, n), load(k + j, n), load(bb + j, n))), n);
+            });
           }
         });
       }
@@ -516,7 +549,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
           }
         });
       } else {
-        channel_sums_nhwc<2, acc_t>(s, {sum_dz.data(), sum_dz_xhat.data()}, [&](int64_t r, int64_t j, int64_t n) {
+        channel_sums_nhwc<2, acc_t>(s, {sum_dz.data(), sum_dz_xhat.data()}, [=](int64_t r, int64_t j, int64_t n) {
           const auto [xhat, dz] = xhat_dz(load(X + r * C + j, n), load(dY + r * C + j, n), load(mean + j, n),
                                           load(rstd + j, n), load(pw + j, n), load(pb + j, n));
           return std::array<V, 2>{dz, dz * xhat};
@@ -533,7 +566,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
         k_one[c] = static_cast<acc_t>(training ? -k * sum_dz[c] / R : 0.0);
       }
       scalar_t* dX = grad_input.mutable_data_ptr<scalar_t>();
-      const auto dx_run = [&](int64_t offset, int64_t n, const V& mu, const V& r, const V& g, const V& bb, const V& k,
+      // Captures by value, copied into each task (see channel_sums_nhwc).
+      const auto dx_run = [=](int64_t offset, int64_t n, const V& mu, const V& r, const V& g, const V& bb, const V& k,
                               const V& kx, const V& k1) {
         const auto [xhat, dz] = xhat_dz(load(X + offset, n), load(dY + offset, n), mu, r, g, bb);
         // In eval the x̂ and constant terms are absent, not multiplied by 0: an infinite x̂ must not
@@ -542,20 +576,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
       };
       if (!s.channels_last) {
         at::parallel_for(0, s.B * C, std::max<int64_t>(1, (int64_t{1} << 13) / s.S), [&](int64_t i0, int64_t i1) {
+          const auto run = dx_run;
+          const int64_t S = s.S;
           for (int64_t i = i0; i < i1; ++i) {
             const int64_t c = i % C;
             const V vmu(mean[c]), vr(rstd[c]), vg(pw[c]), vb(pb[c]), k(k_dz[c]), kx(k_xhat[c]), k1(k_one[c]);
-            for (int64_t j = 0; j < s.S; j += K) dx_run(i * s.S + j, std::min<int64_t>(K, s.S - j), vmu, vr, vg, vb, k, kx, k1);
+            for_each_vector<K>(S, [&](int64_t j, int64_t n) { run(i * S + j, n, vmu, vr, vg, vb, k, kx, k1); });
           }
         });
       } else {
-        at::parallel_for(0, R, std::max<int64_t>(1, (int64_t{1} << 13) / C), [&](int64_t r0, int64_t r1) {
+        const acc_t *kd = k_dz.data(), *kx = k_xhat.data(), *k1 = k_one.data();
+        at::parallel_for(0, R, std::max<int64_t>(1, (int64_t{1} << 13) / C), [=](int64_t r0, int64_t r1) {
+          const auto run = dx_run;
+          const acc_t *m = mean, *rs = rstd, *g = pw, *bb = pb, *k = kd, *k_x = kx, *k_1 = k1;
           for (int64_t r = r0; r < r1; ++r) {
-            for (int64_t j = 0; j < C; j += K) {
-              const int64_t n = std::min<int64_t>(K, C - j);
-              dx_run(r * C + j, n, load(mean + j, n), load(rstd + j, n), load(pw + j, n), load(pb + j, n),
-                     load(k_dz.data() + j, n), load(k_xhat.data() + j, n), load(k_one.data() + j, n));
-            }
+            for_each_vector<K>(C, [&](int64_t j, int64_t n) {
+              run(r * C + j, n, load(m + j, n), load(rs + j, n), load(g + j, n), load(bb + j, n), load(k + j, n),
+                  load(k_x + j, n), load(k_1 + j, n));
+            });
           }
         });
       }
