@@ -65,20 +65,30 @@ class Result:
     flag: str | None = None  # a figure the harness refuses to print (e.g. above the memory floor)
 
 
-def flag_inconsistent(rows: list[Result]) -> list[Result]:
-    """Flag each forward row slower than the same implementation's forward+backward of its case.
+# A case of the backward op alone is named as its forward+backward case with this suffix inserted
+# ("layer_norm+gelu backward op" beside "layer_norm+gelu").
+BACKWARD_OP = " backward op"
 
-    A forward+backward includes the forward, so such a pair cannot both be right: one of them caught
-    the machine or the allocator in another state (the 8192x4096 LayerNorm forward once measured
-    182 ms against 174 ms for its forward+backward, and 55 ms timed alone). The row keeps its median
-    and says why it should not be trusted; rerun the case.
+
+def flag_inconsistent(rows: list[Result]) -> list[Result]:
+    """Flag each forward, or backward op, row slower than the same implementation's forward+backward.
+
+    A forward+backward includes the forward and the backward, so such a pair cannot both be right:
+    one of them caught the machine or the allocator in another state (the 8192x4096 LayerNorm
+    forward once measured 182 ms against 174 ms for its forward+backward, and 55 ms timed alone; the
+    8192x1024 LayerNorm+GELU backward op 34 ms against 27 ms). The row keeps its median and says why
+    it should not be trusted; rerun the case.
     """
     both = {(r.family, r.op, r.shape, r.dtype, r.impl): r for r in rows if r.mode == "fwd+bwd" and r.median_us}
     for r in rows:
-        pair = both.get((r.family, r.op, r.shape, r.dtype, r.impl)) if r.mode == "fwd" else None
-        if pair is not None and r.median_us and r.median_us > pair.median_us and r.flag is None:
+        if r.mode not in ("fwd", "bwd") or not r.median_us or r.flag is not None:
+            continue
+        op = r.op.replace(BACKWARD_OP, "", 1) if r.mode == "bwd" else r.op
+        pair = both.get((r.family, op, r.shape, r.dtype, r.impl))
+        if pair is not None and r.median_us > pair.median_us:
+            what = "forward" if r.mode == "fwd" else "backward op"
             r.flag = (
-                f"forward ({r.median_us / 1e3:.3f} ms) slower than this implementation's forward+backward "
+                f"{what} ({r.median_us / 1e3:.3f} ms) slower than this implementation's forward+backward "
                 f"({pair.median_us / 1e3:.3f} ms): an outlier of this run, rerun the case"
             )
     return rows

@@ -30,6 +30,7 @@ arithmetic costs gelu minus none.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import sys
 
 import torch
@@ -237,16 +238,17 @@ def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
                 copy_elements=rows * hidden,
             )
         )
-    for shape in bn_shapes:
+    for shape, layout in itertools.product(bn_shapes, ("nchw", "channels_last")):
         size = numel(shape) * torch.tensor([], dtype=dtype).element_size()
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
-        def setup(kind, shape=shape):
+        def setup(kind, shape=shape, fmt=fmt):
             def make():
                 torch.manual_seed(0)
                 c = shape[1]
                 w = torch.rand(c, device=device, dtype=dtype) + 0.5
                 b = torch.randn(c, device=device, dtype=dtype)
-                x = away_from_kink(torch.randn(shape, device=device, dtype=dtype), w, b)
+                x = away_from_kink(torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt), w, b)
                 dy = torch.randn_like(x)
                 if kind == "kernel":
                     _, mean, rstd, _, _ = ops.batch_norm_act(x, w, b, None, None, True, 0.1, 1e-5, "relu")
@@ -265,7 +267,7 @@ def backward_op_cases(device, ln_shapes, bn_shapes, dtype) -> list[Case]:
         out.append(
             Case(
                 "norm_act",
-                "batch_norm+relu backward op (training, nchw)",
+                f"batch_norm+relu backward op (training, {layout})",
                 shape_str(shape),
                 dtype,
                 "bwd",

@@ -195,6 +195,22 @@ def test_a_forward_slower_than_its_forward_and_backward_is_flagged():
     assert "Flagged" in markdown({}, {}, rows)
 
 
+def test_a_backward_op_slower_than_its_forward_and_backward_is_flagged():
+    def row(op, mode, impl, ms):
+        return Result("norm_act", op, "8x4", "float32", mode, impl, ms * 1e3, None)
+
+    rows = [
+        row("layer_norm+gelu", "fwd+bwd", "kernel", 27.0),
+        row("layer_norm+gelu backward op", "bwd", "kernel", 34.0),  # cannot be: the whole took 27 ms
+        row("layer_norm+gelu", "fwd+bwd", "torch", 43.0),
+        row("layer_norm+gelu backward op", "bwd", "torch", 15.0),  # consistent: left alone
+        row("batch_norm+relu backward op", "bwd", "kernel", 99.0),  # no forward+backward case to compare with
+    ]
+    flag_inconsistent(rows)
+    assert [r.flag is not None for r in rows] == [False, True, False, False, False]
+    assert rows[1].flag.startswith("backward op (34.000 ms) slower")
+
+
 def test_torch_baselines_are_also_timed_with_transparent_huge_pages_in_a_child(tmp_path):
     # The child must really run torch with THP_MEM_ALLOC_ENABLE=1 (torch_with_thp checks the
     # child's own record of its environment), and "vs torch" is then against the faster torch.
