@@ -153,10 +153,8 @@ def markdown(
     failed (crashed), with how it ended."""
     out = ["# minitorch_nn benchmarks", ""]
     out += [f"- **{k}**: {v}" for k, v in env.items()]
-    out += [
-        f"- **memory floor** (`y.copy_(x)` into mapped, warm memory, read + write, best of many), {k}: {v:.1f} GB/s"
-        for k, v in copy_gbps.items()
-    ]
+    floor = "`y.copy_(x)` into mapped, warm memory, read + write, best of many, before and after the cases"
+    out += [f"- **memory floor** ({floor}), {k}: {v:.1f} GB/s" for k, v in copy_gbps.items()]
     out += [f"- **{k}**: {v}" for k, v in (clone_gbps or {}).items()]
     out += [
         "",

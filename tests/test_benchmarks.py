@@ -178,6 +178,23 @@ def test_a_row_above_the_floor_is_flagged_not_printed():
     assert "Flagged (not printed as a percentage)" in report
 
 
+def test_a_floor_measured_low_is_measured_again_after_the_cases_and_the_rows_recomputed():
+    # A busy moment at the start gave a low floor (here: absurdly low): the row is flagged when
+    # timed; measured again after the cases, the floor is the machine's, and the row gets its
+    # percentage back instead of the flag.
+    x = torch.randn(1 << 16)
+    case = copy_case({"torch": lambda: lambda: torch.neg(x)})
+    timer = Timer(torch.device("cpu"), min_run_time=0.01)
+    key = (1 << 16, torch.float32)
+    floor = {key: 1e-6}
+    rows = run_case(case, timer, floor)
+    assert "copy floor" in rows[0].flag
+    run.remeasure_limits(timer, floor, {}, {}, [(case, rows)])
+    assert floor[key] > 1.0  # GB/s: the copy measured after the cases
+    assert rows[0].flag is None
+    assert 0 < rows[0].pct_copy_bw == pytest.approx(100 * rows[0].gbps / floor[key])
+
+
 def test_a_forward_slower_than_its_forward_and_backward_is_flagged():
     def row(mode, impl, ms):
         return Result("norm_act", "layer_norm+gelu", "8x4", "float32", mode, impl, ms * 1e3, None)
