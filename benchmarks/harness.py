@@ -214,7 +214,6 @@ def clone_bandwidth_gbps(timer: Timer, numel: int, dtype: torch.dtype) -> float:
 # A row may not claim more than this percentage of its floor or peak: above it the limit is not a limit
 # (or the row's bytes or flops are miscounted), and the row is flagged instead of printed.
 FLOOR_GUARD_PCT = 105.0
-LIMIT_FLAGS = tuple(f"% of the {what}" for what in ("copy floor", "measured FMA peak"))
 
 
 def peak_gflops(dtype: torch.dtype) -> float | None:
@@ -240,13 +239,12 @@ def apply_limits(
 
     Run when the case is timed, and again at the end of the run with the best limits measured by
     then (run.py measures them before and after the cases, as a busy moment makes one measurement low).
+    Until :func:`flag_inconsistent` runs, a row's flag is only ever one of these, so it is recomputed too.
     """
     for row in rows:
         if row.median_us is None:
             continue
-        if row.flag and any(text in row.flag for text in LIMIT_FLAGS):
-            row.flag = None
-        row.pct_copy_bw = row.pct_peak = None
+        row.flag = row.pct_copy_bw = row.pct_peak = None
         key = (case.copy_elements, case.dtype)
         if row.gbps is not None and case.copy_elements and key in copy_gbps:
             pct = 100 * row.gbps / copy_gbps[key]
